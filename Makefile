@@ -1,0 +1,53 @@
+# offer-ai: `make demo` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SPARK_DEFAULTS := $(VENV)/lib/python3.11/site-packages/pyspark/conf/spark-defaults.conf
+DEMO_DIR ?= demo-output
+PYTEST_ARGS ?=
+
+.PHONY: help venv test demo bench clean check-java constraints
+
+help:
+	@echo "make demo   build the venv, then run the pipeline on generated data into $(DEMO_DIR)/"
+	@echo "make test   build the venv, then run the test suite"
+	@echo "make venv   create $(VENV) (Python 3.11) with every dependency; a no-op when nothing changed"
+	@echo "make bench  run the benchmarks under bench/"
+	@echo "make clean  remove generated data (lake, demo output, build files); keeps the venv"
+
+check-java:
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	if [[ -z "$$v" || "$$v" -lt 17 ]]; then \
+	  echo "Java 17 or newer is required for Spark (found: $${v:-none}): install it, e.g. 'apt-get install openjdk-17-jdk-headless', or point JAVA_HOME at one."; \
+	  exit 1; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml conf/spark-defaults.conf
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required: install it (e.g. pyenv install 3.11) or run make PYTHON=/path/to/python3.11."; exit 1; }
+	@[[ -x $(BIN)/python ]] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@mkdir -p $(dir $(SPARK_DEFAULTS)) && cp conf/spark-defaults.conf $(SPARK_DEFAULTS)
+	@touch $(STAMP)
+	@echo "venv ready: $(VENV)"
+
+test: venv check-java
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: venv check-java
+	@bash scripts/demo.sh "$(DEMO_DIR)"
+
+bench: venv check-java
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+constraints: venv
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^offer.ai' > constraints.new && \
+	  { sed -n '1,2p' constraints.txt; cat constraints.new; } > constraints.tmp && mv constraints.tmp constraints.txt && rm constraints.new
+
+clean:
+	rm -rf lake $(DEMO_DIR) .offer_ai_build spark-warehouse metastore_db derby.log .pytest_cache

@@ -1,0 +1,71 @@
+"""The one command-line convention every job follows.
+
+`--config FILE`, repeated `--set dotted.key=value`, `--lake DIR`, `--help`; progress goes to
+stderr through the `offer_ai` logger; on success the last stdout line is a one-line JSON summary;
+a user error exits 2 with one sentence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from offer_ai.config import Settings, load_settings
+from offer_ai.errors import UserError
+
+log = logging.getLogger("offer_ai")
+
+
+def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    common = parser.add_argument_group("configuration (every job)")
+    common.add_argument("--config", metavar="FILE", help="YAML config (default: $OFFER_AI_CONFIG, else conf/local.yaml)")
+    common.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+        help="override one setting, e.g. --set spark.shuffle_partitions=8 (repeatable)",
+    )
+    common.add_argument("--lake", metavar="DIR", help="lake root folder or URI (shortcut for --set lake.root=DIR)")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = list(args.overrides)
+    if args.lake:
+        overrides.append(f"lake.root={args.lake}")
+    return load_settings(args.config, overrides)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Progress lines on stderr, so that stdout carries only the JSON summary."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s offer_ai %(levelname)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+def run_job(
+    parser: argparse.ArgumentParser,
+    main: Callable[[argparse.Namespace, Settings], dict[str, Any]],
+    argv: Sequence[str] | None = None,
+) -> NoReturn:
+    """Parse, load settings, run `main`, print its summary as the last stdout line, exit."""
+    configure_logging()
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        settings = settings_from_args(args)
+        summary = main(args, settings)
+    except UserError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    summary = {"job": parser.prog, **summary, "seconds": round(time.monotonic() - started, 3)}
+    sys.stdout.flush()
+    print(json.dumps(summary, default=str), flush=True)
+    sys.exit(0)

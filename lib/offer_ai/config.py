@@ -1,0 +1,178 @@
+"""Typed configuration: one YAML file (conf/local.yaml by default) plus dotted overrides.
+
+Every job reads its settings through :func:`load_settings`, so a typo in a key or a value of
+the wrong type stops the job at start-up with a sentence naming the key, before any data is
+read. Relative data paths (lake, raw events) are relative to the working directory, like any
+spark-submit argument; relative catalogue files (offers, features) are relative to the folder
+of the config file that names them, so a config folder can carry its own catalogues.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from offer_ai.errors import UserError
+
+CONFIG_ENV_VAR = "OFFER_AI_CONFIG"
+CONF_DIR_ENV_VAR = "OFFER_AI_CONF_DIR"
+
+
+def _conf_dir() -> Path:
+    """The repository's conf/ folder.
+
+    An editable install finds it beside lib/; under ./spark-submit.sh the package is imported
+    from a zip, so the script names the folder in $OFFER_AI_CONF_DIR; else ./conf.
+    """
+    if CONF_DIR_ENV_VAR in os.environ:
+        return Path(os.environ[CONF_DIR_ENV_VAR])
+    beside_lib = Path(__file__).resolve().parents[2] / "conf"
+    return beside_lib if beside_lib.is_dir() else Path.cwd() / "conf"
+
+
+CONF_DIR = _conf_dir()
+DEFAULT_CONFIG = CONF_DIR / "local.yaml"
+
+
+class _Section(BaseModel):
+    """Unknown keys are errors: a misspelt key must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SparkSettings(_Section):
+    master: str = "local[2]"
+    app_name: str = "offer-ai"
+    shuffle_partitions: int = Field(4, ge=1)
+    #: Any further Spark properties, passed through unchanged.
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class LakeSettings(_Section):
+    root: str = "./lake"
+
+
+class RawSettings(_Section):
+    #: Folder of raw JSON-lines events, laid out as <root>/date=YYYY-MM-DD/part-*.jsonl[.gz].
+    root: str = "./lake/raw"
+
+
+class SessionizeSettings(_Section):
+    split: Literal["session_id", "day", "gap"] = "session_id"
+    gap_minutes: int = Field(30, ge=1)
+    max_bad_ratio: float = Field(0.05, ge=0.0, le=1.0)
+
+
+class GeneratorSettings(_Section):
+    users: int = Field(1000, ge=1)
+    days: int = Field(28, ge=1)
+    start_date: dt.date = dt.date(2026, 1, 1)
+    seed: int = 42
+    duplicate_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    out_of_order_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    malformed_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    gzip: bool = False
+
+
+class OnlineStoreSettings(_Section):
+    table: str = "offer_ai_user_features"
+    region: str = "us-east-1"
+    #: None means the real AWS endpoint for the region; credentials come from the environment.
+    endpoint_url: str | None = None
+    create_table: bool = False
+    ttl_days: int = Field(30, ge=1)
+    max_items_per_second: float = Field(1000.0, gt=0)
+
+
+class Settings(_Section):
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    raw: RawSettings = Field(default_factory=RawSettings)
+    sessionize: SessionizeSettings = Field(default_factory=SessionizeSettings)
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
+    online_store: OnlineStoreSettings = Field(default_factory=OnlineStoreSettings)
+    offers_file: str = "offers.yaml"
+    features_file: str = "features.yaml"
+    #: Where the settings came from; set by load_settings, not by the file.
+    source: str = Field("<defaults>", exclude=True)
+    source_dir: str = Field(str(CONF_DIR), exclude=True)
+
+    def table_path(self, name: str) -> str:
+        """Path of the Delta table `name` under the lake root (DESIGN §3: path-based tables)."""
+        return f"{self.lake.root.rstrip('/')}/{name}"
+
+    def catalogue_path(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else Path(self.source_dir) / path
+
+    @property
+    def offers_path(self) -> Path:
+        return self.catalogue_path(self.offers_file)
+
+    @property
+    def features_path(self) -> Path:
+        return self.catalogue_path(self.features_file)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {dotted}: '{key}' is a value, not a section.")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split 'a.b=value'; the value is read as YAML so that numbers and booleans get their type."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"--set expects dotted.key=value, got '{text}'.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown configuration key '{key}'."
+    return f"{source}: '{key}' {first['msg'][0].lower()}{first['msg'][1:]} (got {first.get('input')!r})."
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Settings:
+    """Load settings from `config_file`, else $OFFER_AI_CONFIG, else conf/local.yaml; apply overrides."""
+    chosen = config_file or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG
+    path = Path(chosen)
+    if not path.is_file():
+        raise UserError(f"Config file {path} does not exist.")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"Config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(tree, dict):
+        raise UserError(f"Config file {path} must hold a mapping of sections, not {type(tree).__name__}.")
+    for override in overrides:
+        key, value = parse_override(override)
+        _set_dotted(tree, key, value)
+    try:
+        settings = Settings.model_validate(tree)
+    except ValidationError as exc:
+        raise UserError(_describe(exc, str(path))) from None
+    settings.source = str(path)
+    settings.source_dir = str(path.resolve().parent)
+    return settings

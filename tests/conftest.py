@@ -1,0 +1,40 @@
+"""Shared fixtures: one Delta-enabled SparkSession for the whole run (cold start ~5 s)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SparkSession"]:  # noqa: F821
+    """local[2], two shuffle partitions, UI off, Delta on — built by the same code the jobs use."""
+    from offer_ai.config import load_settings
+    from offer_ai.spark import build_spark
+
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    settings = load_settings(
+        REPO / "conf" / "local.yaml",
+        [
+            "spark.master=local[2]",
+            "spark.shuffle_partitions=2",
+            f"lake.root={tmp_path_factory.mktemp('lake')}",
+            f'spark.conf={{"spark.sql.warehouse.dir": "{warehouse}", "spark.default.parallelism": "2"}}',
+        ],
+    )
+    session = build_spark(settings, app_name="offer-ai-tests")
+    yield session
+    session.stop()
