@@ -7,14 +7,17 @@ STAMP := $(VENV)/.installed
 SPARK_DEFAULTS := $(VENV)/lib/python3.11/site-packages/pyspark/conf/spark-defaults.conf
 DEMO_DIR ?= demo-output
 PYTEST_ARGS ?=
+# conf/local.yaml's online_store.endpoint_url uses this port
+DYNAMODB_PORT ?= 5055
 
-.PHONY: help venv test demo bench clean check-java constraints
+.PHONY: help venv test demo bench clean check-java constraints dynamodb-start dynamodb-stop dynamodb-status
 
 help:
 	@echo "make demo   build the venv, then run the pipeline on generated data into $(DEMO_DIR)/"
 	@echo "make test   build the venv, then run the test suite"
 	@echo "make venv   create $(VENV) (Python 3.11) with every dependency; a no-op when nothing changed"
 	@echo "make bench  run the benchmarks under bench/"
+	@echo "make dynamodb-start / dynamodb-stop / dynamodb-status   the local DynamoDB (moto server on 127.0.0.1:$(DYNAMODB_PORT))"
 	@echo "make clean  remove generated data (lake, demo output, build files); keeps the venv"
 
 check-java:
@@ -49,5 +52,14 @@ constraints: venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^offer.ai' > constraints.new && \
 	  { sed -n '1,2p' constraints.txt; cat constraints.new; } > constraints.tmp && mv constraints.tmp constraints.txt && rm constraints.new
 
-clean:
+dynamodb-start: venv
+	$(BIN)/python -m offer_ai.local_dynamodb start --port $(DYNAMODB_PORT) --state-dir .offer_ai_build
+
+dynamodb-stop:
+	@if [[ -x $(BIN)/python ]]; then $(BIN)/python -m offer_ai.local_dynamodb stop --port $(DYNAMODB_PORT) --state-dir .offer_ai_build; fi
+
+dynamodb-status: venv
+	@$(BIN)/python -m offer_ai.local_dynamodb status --port $(DYNAMODB_PORT) --state-dir .offer_ai_build
+
+clean: dynamodb-stop
 	rm -rf lake $(DEMO_DIR) .offer_ai_build spark-warehouse metastore_db derby.log .pytest_cache

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest_dynamodb import dynamodb_endpoint, dynamodb_table  # noqa: F401  (tests/ is on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
