@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `make demo`: the pipeline end to end on generated data. Everything it writes is under $1.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+out="${1:-demo-output}"
+py=.venv/bin/python
+USERS="${DEMO_USERS:-2000}"
+DAYS="${DEMO_DAYS:-28}"
+
+rm -rf "$out"
+mkdir -p "$out/logs"
+declare -a stage_names=() stage_secs=() stage_summaries=()
+
+# run_stage NAME CMD...: run a job, keep its log, remember its seconds and JSON summary line.
+run_stage() {
+  local name="$1"; shift
+  echo "== $name: $*"
+  local start=$SECONDS
+  if ! "$@" > "$out/logs/$name.out" 2> "$out/logs/$name.err"; then
+    tail -n 20 "$out/logs/$name.err" >&2
+    echo "demo: stage '$name' failed; its logs are in $out/logs/" >&2
+    exit 1
+  fi
+  stage_names+=("$name"); stage_secs+=($((SECONDS - start)))
+  stage_summaries+=("$(tail -n 1 "$out/logs/$name.out")")
+  echo "   $(tail -n 1 "$out/logs/$name.out")"
+}
+
+run_stage generate_events $py jobs/generate_events.py --out "$out/raw" --users "$USERS" --days "$DAYS" \
+  --seed 7 --duplicates 0.01 --out-of-order 0.01 --malformed 0.001 --workers 2
+
+echo
+echo "-- a few raw events ($(find "$out/raw" -name 'part-*' | wc -l) files):"
+first_file="$(find "$out/raw" -name 'part-*.jsonl' | sort | head -n 1)"
+head -n 6 "$first_file" | cut -c 1-220
+echo
+
+if [[ -f jobs/sessionize.py ]]; then
+  run_stage sessionize ./spark-submit.sh jobs/sessionize.py --input "$out/raw" --lake "$out/lake"
+  run_stage show_tables ./spark-submit.sh jobs/show_tables.py --lake "$out/lake" --rows 3
+  sed -n '/^==/,$p' "$out/logs/show_tables.out" | head -n -1
+fi
+
+echo
+echo "== demo summary (logs in $out/logs/)"
+printf '%-18s %8s  %s\n' stage seconds summary
+for i in "${!stage_names[@]}"; do
+  printf '%-18s %8s  %s\n' "${stage_names[$i]}" "${stage_secs[$i]}" "$(cut -c 1-160 <<<"${stage_summaries[$i]}")"
+done
