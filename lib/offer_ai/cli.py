@@ -21,6 +21,15 @@ from offer_ai.errors import UserError
 log = logging.getLogger("offer_ai")
 
 
+class JobFailed(Exception):
+    """The job ran but its result must not pass (e.g. too many bad lines): exit 1, with the
+    summary still printed as the last stdout line so that the counts are not lost."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     common = parser.add_argument_group("configuration (every job)")
@@ -65,6 +74,12 @@ def run_job(
     except UserError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except JobFailed as exc:
+        failed = {"job": parser.prog, **exc.summary, "seconds": round(time.monotonic() - started, 3)}
+        sys.stdout.flush()
+        print(json.dumps(failed, default=str), flush=True)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     summary = {"job": parser.prog, **summary, "seconds": round(time.monotonic() - started, 3)}
     sys.stdout.flush()
     print(json.dumps(summary, default=str), flush=True)

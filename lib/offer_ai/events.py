@@ -1,0 +1,275 @@
+"""Raw JSON lines -> typed events, quarantine reasons and the event key (DESIGN §4).
+
+Every line is parsed once, by Spark's own JSON parser into a VARIANT (strict: single quotes,
+NaN tokens and duplicate keys are not JSON), then each field is read as text and converted with
+native functions (try_cast, an ISO-8601 pattern, an explicit boolean mapping). Reading with a
+typed schema instead would null a field and mark the whole line corrupt when a number comes as
+a string, which is exactly what clients send.
+
+What "the same JSON object" means (the event key): the object's members sorted by key at every
+level, written without spacing, with each value keeping its JSON type (the string "1" is not the
+number 1) and numbers compared by value (1, 1.0 and 1.00 are the same number). Two lines whose
+objects are equal in that sense are one event sent twice: `event_key` is the SHA-256 of that
+canonical text. The canonical text is kept as `payload`, so fields without a column are not lost.
+
+These are pure DataFrame -> DataFrame functions: no configuration, no storage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+#: JSON fields kept as text: the pipeline reads them as they come, so no value is invalid.
+TEXT_FIELDS: tuple[str, ...] = (
+    "session_id",
+    "country",
+    "language",
+    "signin_method",
+    "package_name",
+    "package_version",
+    "os",
+    "os_version",
+    "device_type",
+    "device_make",
+    "device_model",
+    "device_id",
+    "currency_balance",
+    "level",
+    "score",
+    "badge",
+    "sku",
+    "purchase_source",
+    "offer_type",
+    "offer_dismissed",
+)
+BOOLEAN_FIELDS: tuple[str, ...] = ("won", "offer_purchased")
+AMOUNT_FIELDS: tuple[str, ...] = ("txn_amount", "offer_price")
+REQUIRED_FIELDS: tuple[str, ...] = ("customer_identifier", "event_id", "event_time")
+JSON_FIELDS: tuple[str, ...] = REQUIRED_FIELDS + TEXT_FIELDS + BOOLEAN_FIELDS + AMOUNT_FIELDS + ("offer_propensity",)
+
+#: Quarantine reasons in precedence order: a line's `reason` is the first rule it breaks.
+#: The names are shared with the synthetic generator's malformed kinds.
+REASONS: tuple[str, ...] = (
+    "invalid_json",
+    "not_an_object",
+    "missing_customer_identifier",
+    "missing_event_id",
+    "missing_event_time",
+    "invalid_event_time",
+    "invalid_won",
+    "invalid_offer_purchased",
+    "missing_txn_amount",
+    "invalid_txn_amount",
+    "invalid_offer_price",
+    "invalid_offer_propensity",
+)
+
+EVENTS_SCHEMA = StructType(
+    [
+        StructField("event_key", StringType(), False),
+        StructField("user_id", StringType(), False),
+        StructField("session_id", StringType(), True),
+        StructField("event_id", StringType(), False),
+        StructField("event_time", TimestampType(), False),
+        StructField("event_date", DateType(), False),
+        *[StructField(f, BooleanType(), True) for f in BOOLEAN_FIELDS],
+        *[StructField(f, DoubleType(), True) for f in AMOUNT_FIELDS],
+        StructField("offer_propensity", DoubleType(), True),
+        *[StructField(f, StringType(), True) for f in TEXT_FIELDS if f != "session_id"],
+        StructField("payload", StringType(), False),
+        StructField("source_file", StringType(), False),
+        StructField("ingested_at", TimestampType(), False),
+    ]
+)
+EVENT_COLUMNS: tuple[str, ...] = tuple(EVENTS_SCHEMA.fieldNames())
+
+QUARANTINE_SCHEMA = StructType(
+    [
+        StructField("quarantine_key", StringType(), False),
+        StructField("reason", StringType(), False),
+        StructField("reasons", ArrayType(StringType(), True), False),
+        StructField("raw", StringType(), False),
+        StructField("source_file", StringType(), False),
+        StructField("ingested_at", TimestampType(), False),
+    ]
+)
+QUARANTINE_COLUMNS: tuple[str, ...] = tuple(QUARANTINE_SCHEMA.fieldNames())
+
+#: ISO-8601 date and time, 'T' or a space between, optional seconds, fraction and offset.
+ISO_TIME = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
+_HAS_OFFSET = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+#: Every text field shares one struct extraction: one pass over the parsed object.
+_FIELDS_STRUCT = "struct<" + ",".join(f"`{f}`: string" for f in JSON_FIELDS) + ">"
+
+
+def present(text: Column) -> Column:
+    """Blank text counts as missing: clients send "" where they mean 'no value'."""
+    return F.when(F.trim(text) != "", text)
+
+
+def to_boolean(text: Column) -> Column:
+    """true/false, "true"/"false", "1"/"0", 1/0 (any case, spaces ignored); anything else is null."""
+    t = F.lower(F.trim(text))
+    return F.when(t.isin("true", "1"), F.lit(True)).when(t.isin("false", "0"), F.lit(False))
+
+
+def to_amount(text: Column) -> Column:
+    """A finite, non-negative number (text or JSON number), else null."""
+    x = text.try_cast(DoubleType())
+    return F.when(~F.isnan(x) & (x >= 0) & (x < float("inf")), x)
+
+
+def to_propensity(text: Column) -> Column:
+    """A number in (0, 1], else null."""
+    x = text.try_cast(DoubleType())
+    return F.when(~F.isnan(x) & (x > 0) & (x <= 1), x)
+
+
+def to_utc_timestamp(text: Column) -> Column:
+    """ISO-8601 text -> UTC instant; naive times are UTC, offsets are applied; else null.
+
+    The 'Z' appended to naive times makes the result independent of the session time zone.
+    """
+    t = F.trim(text)
+    # Spark's cast needs the seconds when an offset follows ('10:00Z' -> '10:00:00Z').
+    with_seconds = F.regexp_replace(t, r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-].*)?$", "$1:00$2")
+    zoned = F.when(t.rlike(_HAS_OFFSET), with_seconds).otherwise(F.concat(with_seconds, F.lit("Z")))
+    return F.when(t.rlike(ISO_TIME), zoned.try_cast(TimestampType()))
+
+
+def parse_lines(lines: DataFrame, ingested_at: dt.datetime) -> DataFrame:
+    """One row per raw line: every `events` column, plus `reason`/`reasons` (null/empty when valid)
+    and `raw` (the line, kept only when rejected).
+
+    `lines` has `value` (the line) and `source_file`. `ingested_at` must be timezone-aware.
+    """
+    if ingested_at.tzinfo is None:
+        raise ValueError("ingested_at must be timezone-aware (UTC)")
+    # Wrapping the line in [ ] makes the parser reject trailing text after the object
+    # ('{"a":1} {"b":2}', '{"a":1} junk'), which it would otherwise silently ignore.
+    parsed = lines.select(
+        "value",
+        "source_file",
+        F.expr("try_variant_get(try_parse_json('[' || value || ']'), '$[0]')").alias("_json"),
+    ).select(
+        "value",
+        "source_file",
+        "_json",
+        F.expr("try_variant_get(_json, '$', 'map<string,variant>')").alias("_object"),
+        F.expr(f"try_variant_get(_json, '$', '{_FIELDS_STRUCT}')").alias("_f"),
+    )
+    # Staged projections, each value computed once and then referred to by name: validation
+    # reuses the typed values instead of re-running the regexes and casts (and stays in
+    # generated code; a higher-order function such as filter() would run interpreted).
+    texts = parsed.select(
+        "value",
+        "source_file",
+        F.col("_json").isNotNull().alias("_is_json"),
+        F.col("_object").isNotNull().alias("_is_object"),
+        F.to_json("_object").alias("_canonical"),
+        *[present(F.col(f"_f.`{f}`")).alias(f"_t_{f}") for f in JSON_FIELDS],
+    )
+    text = {f: F.col(f"_t_{f}") for f in JSON_FIELDS}
+    typed = texts.select(
+        "*",
+        to_utc_timestamp(text["event_time"]).alias("_event_time"),
+        *[to_boolean(text[f]).alias(f"_v_{f}") for f in BOOLEAN_FIELDS],
+        *[to_amount(text[f]).alias(f"_v_{f}") for f in AMOUNT_FIELDS],
+        to_propensity(text["offer_propensity"]).alias("_v_offer_propensity"),
+    )
+    is_object = F.col("_is_object")
+
+    def invalid(field: str, value: str) -> Column:
+        return text[field].isNotNull() & F.col(value).isNull()
+
+    checks = [
+        ("invalid_json", ~F.col("_is_json")),
+        ("not_an_object", F.col("_is_json") & ~is_object),
+        ("missing_customer_identifier", is_object & text["customer_identifier"].isNull()),
+        ("missing_event_id", is_object & text["event_id"].isNull()),
+        ("missing_event_time", is_object & text["event_time"].isNull()),
+        ("invalid_event_time", invalid("event_time", "_event_time")),
+        ("invalid_won", invalid("won", "_v_won")),
+        ("invalid_offer_purchased", invalid("offer_purchased", "_v_offer_purchased")),
+        ("missing_txn_amount", is_object & (text["event_id"] == "purchase") & text["txn_amount"].isNull()),
+        ("invalid_txn_amount", invalid("txn_amount", "_v_txn_amount")),
+        ("invalid_offer_price", invalid("offer_price", "_v_offer_price")),
+        ("invalid_offer_propensity", invalid("offer_propensity", "_v_offer_propensity")),
+    ]
+    assert tuple(name for name, _ in checks) == REASONS
+    broken = [F.when(cond, F.lit(name)) for name, cond in checks]
+    joined = F.concat_ws(",", *broken)  # skips nulls: the names of the rules broken, in order
+    judged = typed.select(
+        "*",
+        F.coalesce(*broken).alias("reason"),
+        F.when(joined == "", F.array().cast("array<string>")).otherwise(F.split(joined, ",")).alias("reasons"),
+    )
+    valid = F.col("reason").isNull()
+    return judged.select(
+        F.sha2(F.col("_canonical"), 256).alias("event_key"),
+        text["customer_identifier"].alias("user_id"),
+        text["session_id"].alias("session_id"),
+        text["event_id"].alias("event_id"),
+        F.col("_event_time").alias("event_time"),
+        F.to_date("_event_time").alias("event_date"),
+        *[F.col(f"_v_{f}").alias(f) for f in BOOLEAN_FIELDS + AMOUNT_FIELDS + ("offer_propensity",)],
+        *[text[f].alias(f) for f in TEXT_FIELDS if f != "session_id"],
+        # the payload only where it is stored, the raw text only where it is needed: the parsed
+        # batch is cached, and this halves it
+        F.when(valid, F.col("_canonical")).alias("payload"),
+        F.col("source_file"),
+        F.lit(ingested_at).cast(TimestampType()).alias("ingested_at"),
+        "reason",
+        "reasons",
+        F.when(~valid, F.col("value")).alias("raw"),
+    )
+
+
+def accepted_events(parsed: DataFrame) -> DataFrame:
+    """The valid lines of a parsed batch as `events` rows (duplicates still in)."""
+    return parsed.where(F.col("reason").isNull()).select(*EVENT_COLUMNS)
+
+
+def distinct_events(accepted: DataFrame) -> DataFrame:
+    """One row per event_key: a line sent twice in the same input is one event.
+
+    Which copy's source_file is kept is not defined (all other columns are equal by construction).
+    Duplicates are few, so only the keys are shuffled to find them; whole rows are shuffled only
+    for the duplicated keys (dropDuplicates would shuffle every row, payload and all).
+    """
+    repeated = accepted.groupBy("event_key").count().where(F.col("count") > 1).select("event_key")
+    once = accepted.join(repeated, "event_key", "left_anti")
+    twice = accepted.join(repeated, "event_key", "left_semi").dropDuplicates(["event_key"])
+    return once.unionByName(twice)
+
+
+def quarantine_rows(parsed: DataFrame) -> DataFrame:
+    """The rejected lines of a parsed batch as `events_quarantine` rows.
+
+    quarantine_key = SHA-256 of (source file, line, n) where n numbers identical lines within one
+    file: rereading the same file yields the same keys, so a rerun adds nothing, while a junk
+    line repeated in a file is still stored as often as it was read.
+    """
+    rejected = parsed.where(F.col("reason").isNotNull())
+    occurrence = F.row_number().over(Window.partitionBy("source_file", "raw").orderBy("raw"))
+    return rejected.select(
+        F.sha2(F.concat_ws("\u0001", "source_file", "raw", occurrence.cast("string")), 256).alias("quarantine_key"),
+        "reason",
+        "reasons",
+        "raw",
+        "source_file",
+        "ingested_at",
+    )

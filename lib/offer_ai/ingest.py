@@ -1,0 +1,215 @@
+"""The storage steps of `sessionize`: raw batch -> quarantine and events, then the sessions and
+users the new events touch. Each step is one Delta MERGE (lake.py) of a pure transform's output
+(events.py, sessions.py, users.py).
+
+Which events are "new" for sessions and users: those stored after the watermark that the last
+successful sessions/users MERGE recorded in its commit. So a run that crashed between storing
+events and updating sessions is completed by the next run (even with no new input), and a
+rerun with nothing new recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from offer_ai import lake
+from offer_ai.errors import UserError
+from offer_ai.events import EVENTS_SCHEMA, QUARANTINE_SCHEMA, REASONS, accepted_events, distinct_events, quarantine_rows
+from offer_ai.feature_spec import SESSION_KEYS, FeatureSpec
+from offer_ai.sessions import (
+    add_identity,
+    aggregate_sessions,
+    assign_sessions,
+    build_sessions,
+    events_in_scope,
+    identity_events,
+    identity_touched,
+    replaced_sessions,
+    scope_dates,
+    touched_scope,
+)
+from offer_ai.users import build_users
+
+WATERMARK = "sessionize.events_ingested_through"
+#: Stats only on the columns that prune: a long payload is not worth min/max statistics.
+EVENTS_PROPERTIES = {"delta.dataSkippingStatsColumns": "event_time,user_id,session_id,event_id,ingested_at"}
+
+
+@dataclass(frozen=True)
+class Tables:
+    events: str
+    quarantine: str
+    sessions: str
+    users: str
+
+
+@dataclass
+class BatchCounts:
+    lines_read: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    valid: int = 0
+    distinct_valid: int = 0
+    dates: list[dt.date] = field(default_factory=list)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.quarantined_by_reason.values())
+
+    @property
+    def bad_ratio(self) -> float:
+        return round(self.quarantined / self.lines_read, 6) if self.lines_read else 0.0
+
+    def reconciliation(self, accepted: int | None) -> dict[str, Any]:
+        """lines read = events accepted + duplicates + quarantined (+ held back: the valid lines of
+        a batch that was not loaded, `accepted` None)."""
+        loaded = accepted is not None
+        accepted = accepted or 0
+        duplicates = self.valid - accepted if loaded else 0
+        held_back = 0 if loaded else self.valid
+        return {
+            "lines_read": self.lines_read, "events_loaded": loaded, "events_accepted": accepted,
+            "duplicates": duplicates,
+            "duplicates_within_input": self.valid - self.distinct_valid if loaded else 0,
+            "duplicates_already_stored": self.distinct_valid - accepted if loaded else 0,
+            "quarantined": self.quarantined, "quarantined_by_reason": self.quarantined_by_reason,
+            "held_back": held_back, "bad_ratio": self.bad_ratio,
+            "reconciled": self.lines_read == accepted + duplicates + self.quarantined + held_back,
+        }
+
+
+def require_utc(spark: SparkSession) -> None:
+    """event_date and the day split are UTC days: a session in another zone would shift them."""
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    if zone not in ("UTC", "Etc/UTC", "Z", "+00:00"):
+        raise UserError(f"spark.sql.session.timeZone must be UTC for sessionize (got {zone}).")
+
+
+def watermark(spark: SparkSession, tables: Tables) -> dt.datetime | None:
+    """Events stored up to this time are reflected in both sessions and users (None: rebuild)."""
+    marks = [lake.latest_metadata(spark, path, WATERMARK) for path in (tables.sessions, tables.users)]
+    if any(m is None for m in marks):
+        return None
+    return min(dt.datetime.fromisoformat(m) for m in marks)
+
+
+def ingest_time(mark: dt.datetime | None) -> dt.datetime:
+    """Now (UTC, milliseconds), kept after the watermark should the clock have gone back."""
+    now = dt.datetime.now(dt.timezone.utc)
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return max(now, mark + dt.timedelta(milliseconds=1)) if mark else now
+
+
+def cache_batch(parsed: DataFrame) -> tuple[DataFrame, BatchCounts]:
+    """Cache the parsed batch (the input is read once) and count it in one pass."""
+    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+    rows = parsed.groupBy("reason", "event_date").agg(
+        F.count(F.lit(1)).alias("lines"), F.count_distinct("event_key").alias("keys")
+    ).collect()
+    counts = BatchCounts(quarantined_by_reason=dict.fromkeys(REASONS, 0))
+    dates: set[dt.date] = set()
+    for row in rows:
+        counts.lines_read += row["lines"]
+        if row["reason"] is None:
+            counts.valid += row["lines"]
+            counts.distinct_valid += row["keys"]  # a key determines its event_date: sums are exact
+            dates.add(row["event_date"])
+        else:
+            counts.quarantined_by_reason[row["reason"]] += row["lines"]
+    counts.dates = sorted(dates)
+    return parsed, counts
+
+
+def store_quarantine(spark: SparkSession, path: str, parsed: DataFrame, counts: BatchCounts) -> int:
+    """Add the batch's rejected lines not stored yet; return how many were added."""
+    created = lake.ensure_table(spark, path, QUARANTINE_SCHEMA)
+    if not counts.quarantined:
+        return 0
+    rows = quarantine_rows(parsed)
+    return lake.append(spark, path, rows) if created else lake.insert_unseen(spark, path, rows, ["quarantine_key"])
+
+
+def store_events(spark: SparkSession, path: str, parsed: DataFrame, counts: BatchCounts) -> int:
+    """Insert the batch's events whose key is not stored yet; only the batch's days are scanned."""
+    created = lake.ensure_table(spark, path, EVENTS_SCHEMA, partition_by=["event_date"], properties=EVENTS_PROPERTIES)
+    if not counts.valid:
+        return 0
+    events = distinct_events(accepted_events(parsed))
+    if created:
+        return lake.append(spark, path, events)
+    days = ", ".join(f"DATE'{d.isoformat()}'" for d in counts.dates)
+    return lake.insert_unseen(spark, path, events, ["event_date", "event_key"], f"t.event_date IN ({days})")
+
+
+def update_sessions_and_users(
+    spark: SparkSession, tables: Tables, spec: FeatureSpec, split: str, gap_minutes: int,
+    mark: dt.datetime | None, ingested_at: dt.datetime,
+) -> dict[str, Any]:
+    """Recompute the sessions the events stored after `mark` touch (from all their events, old and
+    new) and their users, and MERGE them in; `mark` None rebuilds every session from every event."""
+    events = lake.read(spark, tables.events)
+    pending = events if mark is None else events.where(F.col("ingested_at") > F.lit(mark))
+    pending = pending.where(F.col("ingested_at") <= F.lit(ingested_at)).select(
+        "event_key", "user_id", "session_id", "event_id", "event_time", "event_date"
+    )
+    cached = [pending.persist(StorageLevel.MEMORY_AND_DISK)]
+    try:
+        if pending.isEmpty():
+            return {"sessions_rebuilt": False, **dict.fromkeys(
+                ("sessions_inserted", "sessions_updated", "sessions_deleted", "users_inserted", "users_updated"), 0)}
+        identities = identity_events(events, spec)
+        if mark is not None:
+            identities = identities.join(pending.select("user_id").distinct(), "user_id", "left_semi")
+        cached.append(identities.persist(StorageLevel.MEMORY_AND_DISK))
+        sessions, gone = _session_changes(spark, tables, spec, split, gap_minutes, events, pending, identities, mark, cached)
+        created = lake.ensure_table(spark, tables.sessions, sessions.schema)
+        source = sessions.withColumn("_delete", F.lit(False)).unionByName(
+            gone.select(*SESSION_KEYS, F.lit(True).alias("_delete")), allowMissingColumns=True
+        ) if gone is not None else sessions
+        users_known = lake.exists(spark, tables.users)
+        with lake.commit_metadata(spark, {WATERMARK: ingested_at.isoformat()}):
+            merged = (lake.MergeCounts(inserted=lake.append(spark, tables.sessions, sessions)) if created
+                      else lake.upsert(spark, tables.sessions, source, SESSION_KEYS, "_delete" if gone is not None else None))
+            known = (lake.read(spark, tables.users) if users_known
+                     else spark.createDataFrame([], "user_id string, first_seen timestamp, last_seen timestamp"))
+            users = build_users(pending, known, lake.read(spark, tables.sessions), identities, spec)
+            created = lake.ensure_table(spark, tables.users, users.schema)
+            merged_users = (lake.MergeCounts(inserted=lake.append(spark, tables.users, users)) if created
+                            else lake.upsert(spark, tables.users, users, ["user_id"]))
+        return {"sessions_rebuilt": mark is None, "sessions_inserted": merged.inserted,
+                "sessions_updated": merged.updated, "sessions_deleted": merged.deleted,
+                "users_inserted": merged_users.inserted, "users_updated": merged_users.updated}
+    finally:
+        for df in cached:
+            df.unpersist()
+
+
+def _session_changes(
+    spark: SparkSession, tables: Tables, spec: FeatureSpec, split: str, gap_minutes: int, events: DataFrame,
+    pending: DataFrame, identities: DataFrame, mark: dt.datetime | None, cached: list[DataFrame],
+) -> tuple[DataFrame, DataFrame | None]:
+    """The recomputed `sessions` rows, and the keys of stored sessions they replace (or None)."""
+    existing = lake.read(spark, tables.sessions) if lake.exists(spark, tables.sessions) else None
+    if mark is None:  # no watermark: (re)build every session from every event
+        rebuilt = build_sessions(events, identities, spec, split, gap_minutes)
+        if existing is None:
+            return rebuilt, None
+        cached.append(rebuilt.persist(StorageLevel.MEMORY_AND_DISK))
+        return rebuilt, existing.select(*SESSION_KEYS).join(rebuilt.select(*SESSION_KEYS), list(SESSION_KEYS), "left_anti")
+    assert existing is not None  # a watermark is only recorded by a sessions MERGE
+    scope = touched_scope(pending, existing, split, gap_minutes)
+    cached.append(scope.persist(StorageLevel.MEMORY_AND_DISK))
+    dates = [row["event_date"] for row in scope_dates(scope).collect()]
+    scoped = events_in_scope(events.where(F.col("event_date").isin(dates)), scope, split)
+    core = aggregate_sessions(assign_sessions(scoped, split, gap_minutes), spec)
+    cached.append(core.persist(StorageLevel.MEMORY_AND_DISK))
+    replaced = replaced_sessions(existing, scope, core, split)
+    again = identity_touched(pending, existing, spec, exclude=core.select(*SESSION_KEYS).unionByName(replaced))
+    recompute = core.unionByName(again.select(*core.columns))
+    sessions = add_identity(recompute, identities, spec, at="session_end").select(*spec.session_columns)
+    return sessions, (replaced if split == "gap" else None)

@@ -1,0 +1,159 @@
+"""Delta tables of the lake (DESIGN §3): create-if-missing, insert-unseen-keys, upsert, watermarks.
+
+Path-based tables (`<lake root>/<name>`), so any Delta reader opens them without a metastore.
+Every write is a single MERGE: atomic, and idempotent by key, which is what makes a rerun of a
+job leave every table as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+_USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@dataclass(frozen=True)
+class MergeCounts:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def read(spark: SparkSession, path: str) -> DataFrame:
+    return spark.read.format("delta").load(path)
+
+
+def read_or_empty(spark: SparkSession, path: str, schema: StructType) -> DataFrame:
+    """The table, or an empty DataFrame of `schema` when it does not exist yet."""
+    return read(spark, path) if exists(spark, path) else spark.createDataFrame([], schema)
+
+
+def ensure_table(
+    spark: SparkSession,
+    path: str,
+    schema: StructType,
+    partition_by: Sequence[str] = (),
+    properties: dict[str, str] | None = None,
+) -> bool:
+    """Create the table if missing (True when it was created); add columns `schema` has and the
+    table lacks (a new feature in features.yaml becomes a new, initially null, column rather than
+    a failed MERGE)."""
+    if not exists(spark, path):
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+        if partition_by:
+            builder = builder.partitionedBy(*partition_by)
+        for key, value in (properties or {}).items():
+            builder = builder.property(key, value)
+        builder.execute()
+        return True
+    current = set(read(spark, path).columns)
+    missing = [f for f in schema.fields if f.name not in current]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+    return False
+
+
+def append(spark: SparkSession, path: str, source: DataFrame) -> int:
+    """Append rows (to a table known to hold none of their keys); return how many were written.
+
+    Cheaper than a MERGE into a table that was just created: no join, no second pass."""
+    source.write.format("delta").mode("append").save(path)
+    metrics = DeltaTable.forPath(spark, path).history(1).first()["operationMetrics"] or {}
+    return int(metrics.get("numOutputRows", 0))
+
+
+def insert_unseen(
+    spark: SparkSession, path: str, source: DataFrame, keys: Sequence[str], target_filter: str | None = None
+) -> int:
+    """Insert the source rows whose key the table does not hold; return how many were inserted.
+
+    `target_filter` (SQL on alias t) limits the target scan, e.g. to the partitions the batch
+    can hit; it must not exclude a row that could match.
+    """
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    if target_filter:
+        condition = f"({target_filter}) AND {condition}"
+    result = (
+        DeltaTable.forPath(spark, path).alias("t")
+        .merge(source.alias("s"), condition)
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    return _counts(result).inserted
+
+
+def upsert(
+    spark: SparkSession,
+    path: str,
+    source: DataFrame,
+    keys: Sequence[str],
+    delete_flag: str | None = None,
+) -> MergeCounts:
+    """MERGE by key: insert new keys, update rows whose values differ (null-safe), and, where
+    `delete_flag` is true in the source, delete the row. Unchanged rows are not rewritten, so a
+    recompute that finds nothing new commits nothing."""
+    columns = [c for c in source.columns if c != delete_flag]
+    values = {f"`{c}`": f"s.`{c}`" for c in columns}
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    differs = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns if c not in keys) or "false"
+    keep = f"NOT s.`{delete_flag}`" if delete_flag else "true"
+    builder = DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)
+    if delete_flag:
+        builder = builder.whenMatchedDelete(condition=f"s.`{delete_flag}`")
+    builder = builder.whenMatchedUpdate(condition=f"{keep} AND ({differs})", set=values)
+    builder = builder.whenNotMatchedInsert(condition=keep, values=values)
+    return _counts(builder.execute())
+
+
+def _counts(result: DataFrame | None) -> MergeCounts:
+    row = result.first() if result is not None else None
+    if row is None:
+        return MergeCounts()
+    return MergeCounts(
+        inserted=int(row["num_inserted_rows"] or 0),
+        updated=int(row["num_updated_rows"] or 0),
+        deleted=int(row["num_deleted_rows"] or 0),
+    )
+
+
+@contextmanager
+def commit_metadata(spark: SparkSession, values: dict[str, Any]) -> Iterator[None]:
+    """Record `values` (JSON) in the commitInfo.userMetadata of the commits made inside."""
+    previous = spark.conf.get(_USER_METADATA, None)
+    spark.conf.set(_USER_METADATA, json.dumps(values, sort_keys=True, default=str))
+    try:
+        yield
+    finally:
+        if previous is None:
+            spark.conf.unset(_USER_METADATA)
+        else:
+            spark.conf.set(_USER_METADATA, previous)
+
+
+def latest_metadata(spark: SparkSession, path: str, key: str, lookback: int = 50) -> Any | None:
+    """The value of `key` in the newest of the last `lookback` commits that recorded it, else None."""
+    if not exists(spark, path):
+        return None
+    rows = DeltaTable.forPath(spark, path).history(lookback).select("version", "userMetadata").collect()
+    for row in sorted(rows, key=lambda r: r["version"], reverse=True):
+        if row["userMetadata"]:
+            try:
+                recorded = json.loads(row["userMetadata"])
+            except ValueError:
+                continue
+            if isinstance(recorded, dict) and key in recorded:
+                return recorded[key]
+    return None
