@@ -89,6 +89,44 @@ class OnlineStoreSettings(_Section):
     max_items_per_second: float = Field(1000.0, gt=0)
 
 
+class TrainingSettings(_Section):
+    """build_features: the train/validation split and the size of the export's files."""
+
+    #: The latest share of the decision-time span that becomes the validation set.
+    validation_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    #: A fixed UTC cut-off instead: decisions at or after it are validation (naive = UTC).
+    validation_cutoff: dt.datetime | None = None
+    #: Rows per export file: the file count grows with the data (at least one per split).
+    rows_per_file: int = Field(1_000_000, ge=1)
+
+
+class SageMakerSettings(_Section):
+    """Training on SageMaker (offer_ai.sagemaker_launch): where the export goes, which image, what runs it.
+
+    No credentials: boto3 finds them in the environment or the instance role. The role ARN is
+    the *execution* role the training job assumes, not a key.
+    """
+
+    region: str = "us-east-1"
+    #: IAM role the training job runs as, e.g. arn:aws:iam::111122223333:role/offer-ai-sagemaker.
+    role_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$")
+    #: Bucket for the uploaded export, the staged code and the model output.
+    bucket: str | None = None
+    #: Key prefix under the bucket: exports at <prefix>/exports/<run id>/, output at <prefix>/output/.
+    prefix: str = "offer-ai"
+    base_job_name: str = "offer-ai-xgboost"
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = Field(1, ge=1)
+    volume_size_gb: int = Field(30, ge=1)
+    max_runtime_s: int = Field(3600, ge=60)
+    #: SageMaker XGBoost container version (sagemaker.core.image_uris.retrieve("xgboost", region, version=...)).
+    framework_version: str = "3.0-5"
+    #: Which export copy the job reads: parquet (with column names) or csv.
+    data_format: Literal["parquet", "csv"] = "parquet"
+    #: Defaults for the entry point's hyperparameters (a launch call may override each).
+    hyperparameters: dict[str, str | int | float] = Field(default_factory=dict)
+
+
 class Settings(_Section):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
@@ -96,6 +134,8 @@ class Settings(_Section):
     sessionize: SessionizeSettings = Field(default_factory=SessionizeSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     online_store: OnlineStoreSettings = Field(default_factory=OnlineStoreSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
     offers_file: str = "offers.yaml"
     features_file: str = "features.yaml"
     #: Where the settings came from; set by load_settings, not by the file.

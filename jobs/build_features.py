@@ -1,0 +1,82 @@
+"""sessions + events -> training_examples (one point-in-time row per anchor) and the SageMaker export.
+
+Recomputes every row from full history (a label fills in as its week passes) and replaces the
+table; the export of the complete rows goes to <lake>/exports/training/<run id>/. A rerun on the
+same input leaves the same table and rewrites the same export folder. The last stdout line is
+the JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from typing import Any
+
+from pyspark.sql import functions as F
+
+from offer_ai import lake
+from offer_ai.cli import job_parser, log, run_job
+from offer_ai.config import Settings
+from offer_ai.errors import UserError
+from offer_ai.feature_spec import load_feature_spec
+from offer_ai.spark import build_spark
+from offer_ai.training import anchor_candidates, latest_event_time, required_session_columns, training_examples
+from offer_ai.training_export import default_run_id, export_training, write_training_examples
+from offer_ai.window_spec import load_window_spec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser("build_features", __doc__)
+    add = parser.add_argument
+    add("--validation-fraction", type=float, metavar="F", help="latest share of the decision-time span for validation")
+    add("--validation-cutoff", type=dt.datetime.fromisoformat, metavar="TIME", help="fixed UTC cut-off instead")
+    add("--run-id", metavar="ID", help="export folder (default: <latest event time>-<spec version>)")
+    return parser
+
+
+def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    spec = load_window_spec(load_feature_spec(settings.features_path))
+    training = settings.training
+    fraction = training.validation_fraction if args.validation_fraction is None else args.validation_fraction
+    cutoff = args.validation_cutoff or training.validation_cutoff
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"--validation-fraction must be between 0 and 1, exclusive (got {fraction}).")
+    spark = build_spark(settings, app_name="offer-ai build_features")
+    spec.features.check(spark)
+    spec.check(spark)  # a bad anchor/window/label entry fails here, before any data is read
+
+    paths = {name: settings.table_path(name) for name in ("sessions", "events", "training_examples")}
+    for name in ("sessions", "events"):
+        if not lake.exists(spark, paths[name]):
+            raise UserError(f"There is no {name} table at {paths[name]}: run sessionize first "
+                            f"(./spark-submit.sh jobs/sessionize.py --lake {settings.lake.root}).")
+    sessions, events = lake.read(spark, paths["sessions"]), lake.read(spark, paths["events"])
+    stale = [c for c in (*spec.features.session_columns, *required_session_columns(spec)) if c not in sessions.columns]
+    if stale:
+        raise UserError(f"The sessions table lacks column '{stale[0]}', which {settings.features_path} defines: "
+                        "rerun sessionize.")
+
+    latest = latest_event_time(events)
+    latest_iso = latest.isoformat() if latest else None
+    log.info("build_features: anchors from %s, labels up to %s", paths["sessions"], latest_iso)
+    write_training_examples(spark, paths["training_examples"], training_examples(sessions, events, spec, latest),
+                            {"spec_version": spec.version, "latest_event_time": latest_iso})
+    stored = lake.read(spark, paths["training_examples"])
+    totals = stored.agg(F.count(F.lit(1)).alias("kept"), F.count_if("label_complete").alias("complete")).first()
+    run_id = args.run_id or default_run_id(latest, spec)
+    export = export_training(
+        spark, stored, spec, settings.table_path("exports/training"), run_id, fraction, cutoff, training.rows_per_file,
+        extra={"source_table": paths["training_examples"], "latest_event_time": latest_iso},
+    )
+    log.info("build_features: %d anchors, export %s: %s", totals["kept"], export.path, export.rows)
+    return {
+        "lake": settings.lake.root, "spec_version": spec.version, "latest_event_time": latest_iso,
+        "anchors_found": anchor_candidates(sessions, spec).count(), "anchors_kept": totals["kept"],
+        "labels_complete": totals["complete"], "labels_incomplete": totals["kept"] - totals["complete"],
+        "training_examples": paths["training_examples"], "run_id": run_id, "export": export.path,
+        "validation_cutoff": export.manifest["split"]["cutoff"], "export_rows": export.rows, "export_files": export.files,
+    }
+
+
+if __name__ == "__main__":
+    run_job(build_parser(), main)

@@ -1,0 +1,201 @@
+"""Point-in-time features around each decision (anchors), and the same features as of any time.
+
+One definition, two uses (DESIGN §4): `training_examples` puts an anchor point at each anchor
+session's start (identity and label at its decision time); `features_as_of` puts one at `as_of`
+for every user. Both then run the same code: the points are unioned with each window's source
+rows, partitioned by user, and every window feature is an aggregate over a range frame of that
+union (time frames on microseconds; count frames on a running count of source rows, which is
+how "the last N sessions before t" stays exact when points sit between sessions). Anchor rows
+are masked out of every aggregate (FILTER), so any number of points per user can share a
+partition: no self-join of sessions with sessions, no Python UDF, no collect.
+
+Pure DataFrame -> DataFrame functions: no configuration, no storage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from offer_ai.events import EVENTS_SCHEMA
+from offer_ai.feature_spec import FeatureSpec
+from offer_ai.sessions import add_identity, build_sessions, identity_events
+from offer_ai.window_spec import SOURCES, WindowDef, WindowSpec, window_sql
+
+_DAY_US = 86_400_000_000
+_SRC = "__window_source"  # true on source rows, false on anchor points
+_TIME = "__window_time"  # source rows: their time (microseconds)
+_TIE = "__window_tie"  # source rows: tie-break key among equal times
+_POINT = "__window_point"  # anchor points: all their columns, in one struct
+
+
+def anchor_candidates(sessions: DataFrame, spec: WindowSpec) -> DataFrame:
+    """Every session that meets the anchor condition and has a decision time (before the daily limit)."""
+    decision = F.expr(spec.anchor.decision_time)
+    return sessions.where(F.expr(spec.anchor.condition) & decision.isNotNull()).select(
+        "user_id",
+        F.col("session_id").alias("anchor_session_id"),
+        F.col("session_start").alias("anchor_session_start"),
+        decision.alias("decision_time"),
+        *spec.anchor.action,
+    )
+
+
+def anchors(sessions: DataFrame, spec: WindowSpec) -> DataFrame:
+    """The anchors: at most `max_per_user_per_day` per user per UTC day of the decision time,
+    earliest first (ties by session id, so that a rerun keeps the same ones).
+
+    Columns: user_id, anchor_session_id, anchor_session_start, decision_time, the action columns.
+    """
+    candidates = anchor_candidates(sessions, spec)
+    limit = spec.anchor.max_per_user_per_day
+    if limit is None:
+        return candidates
+    day = F.floor(F.unix_micros("decision_time") / F.lit(_DAY_US))  # the UTC day, whatever the session zone
+    rank = F.row_number().over(Window.partitionBy("user_id", day).orderBy("decision_time", "anchor_session_id"))
+    return candidates.withColumn("_rank", rank).where(F.col("_rank") <= limit).drop("_rank")
+
+
+def training_examples(
+    sessions: DataFrame, events: DataFrame, spec: WindowSpec, latest_event_time: dt.datetime | None
+) -> DataFrame:
+    """One row per anchor (DESIGN §3 `training_examples`): identity as of the decision time,
+    window features relative to the anchor session's start, the action, the label over
+    [decision time, + label length), and `label_complete` (that window ends at or before
+    `latest_event_time`, the latest event ingested; None: nothing is complete).
+    """
+    points = _identity(anchors(sessions, spec), events, spec, at="decision_time")
+    rows = _windows(points, sessions, events, spec, window_at="anchor_session_start", label_at="decision_time")
+    assert spec.label.length_us is not None
+    if latest_event_time is None:
+        complete = F.lit(False)
+    else:
+        label_end = F.unix_micros("decision_time") + F.lit(spec.label.length_us)
+        complete = label_end <= F.unix_micros(F.lit(_utc(latest_event_time)))
+    return rows.withColumn("label_complete", complete).select(*spec.training_columns)
+
+
+def features_as_of(
+    sessions: DataFrame, events: DataFrame, spec: WindowSpec, as_of: dt.datetime | DataFrame
+) -> DataFrame:
+    """Each user's features as of `as_of` (DESIGN §3 `online_features`, less spec_version): the
+    same windows with a virtual anchor at as_of (last session = the latest that started before
+    it, prev week = sessions started in [as_of - 7 days, as_of)), identity as of as_of.
+
+    `as_of` is one time for every user of `sessions`, or a DataFrame of (user_id, as_of) points
+    (any number per user: what the parity test uses). A user with nothing before as_of gets a
+    row of nulls / defaults; callers that do not want it filter by first_seen.
+    """
+    if isinstance(as_of, DataFrame):
+        points = as_of.select("user_id", F.col("as_of").cast("timestamp").alias("as_of"))
+    else:
+        points = sessions.select("user_id").distinct().select("user_id", F.lit(_utc(as_of)).alias("as_of"))
+    rows = _windows(_identity(points, events, spec, at="as_of"), sessions, events, spec, window_at="as_of", label_at=None)
+    return rows.select(*spec.online_columns)
+
+
+def latest_event_time(events: DataFrame) -> dt.datetime | None:
+    """The latest event time ingested (None when there is none): labels end no later than it."""
+    # max() of the column itself, so that Delta can answer it from file statistics
+    row = events.agg(F.unix_micros(F.max("event_time")).alias("t")).first()
+    return None if row is None or row["t"] is None else from_micros(row["t"])
+
+
+def from_micros(micros: int) -> dt.datetime:
+    """Microseconds since the epoch -> aware UTC datetime. Times are collected as numbers because
+    a collected timestamp comes back naive in the driver's local zone, not in UTC."""
+    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=int(micros))
+
+
+def empty_sources(spark: SparkSession, features: FeatureSpec) -> tuple[DataFrame, DataFrame]:
+    """Empty `sessions` and `events` with the schemas the spec gives them (for checks: no data)."""
+    events = spark.createDataFrame([], EVENTS_SCHEMA)
+    sessions = build_sessions(events, identity_events(events, features), features, "session_id", 30)
+    return sessions, events
+
+
+def required_session_columns(spec: WindowSpec) -> tuple[str, ...]:
+    """sessions columns the windows read beyond the spec's own (so a stale table fails early)."""
+    return ("user_id", "session_id", "session_start", *spec.anchor.action)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _identity(points: DataFrame, events: DataFrame, spec: WindowSpec, at: str) -> DataFrame:
+    """points + the spec's identity features as of `points[at]` (sessions.py's as-of rule)."""
+    wanted = spec.anchor.identity_features
+    if not wanted:
+        return points
+    with_identity = add_identity(points, identity_events(events, spec.features), spec.features, at=at)
+    return with_identity.select(*[c for c in points.columns if c not in wanted], *wanted)
+
+
+def _windows(
+    points: DataFrame, sessions: DataFrame, events: DataFrame, spec: WindowSpec, window_at: str, label_at: str | None
+) -> DataFrame:
+    """points + every window feature (and the label when label_at is given), in spec order."""
+    relative: list[tuple[WindowDef, str]] = [(w, window_at) for w in spec.windows]
+    if label_at is not None:
+        relative.append((spec.label, label_at))
+    sources = {"sessions": sessions, "events": events}
+    rows = points
+    for source in SOURCES:  # one union (one shuffle) per source that a window reads
+        group = [(w, at) for w, at in relative if w.source == source]
+        if group:
+            rows = _over_source(rows, sources[source], group, spec)
+    names = [*spec.window_feature_columns, *([spec.label_name] if label_at is not None else [])]
+    out = rows.select(*[c for c in points.columns], *names)
+    if label_at is not None:
+        out = out.withColumn(spec.label_name, F.col(spec.label_name).cast("double"))
+    return out
+
+
+def _over_source(points: DataFrame, source: DataFrame, group: list[tuple[WindowDef, str]], spec: WindowSpec) -> DataFrame:
+    """points + the features of windows that all read `source`, each relative to its point column."""
+    time_column, tie_column = SOURCES[group[0][0].source]
+    conditions = [w.condition for w, _ in group]
+    if all(c is not None for c in conditions):  # only rows some window counts need to travel
+        source = source.where(" OR ".join(f"({c})" for c in dict.fromkeys(conditions)))
+    at_columns = list(dict.fromkeys(at for _, at in group))
+    source_rows = source.select(
+        *source.columns,
+        F.lit(True).alias(_SRC),
+        F.unix_micros(time_column).alias(_TIME),
+        F.col(tie_column).cast("string").alias(_TIE),
+    )
+    point_rows = points.select(
+        "user_id",
+        F.lit(False).alias(_SRC),
+        *[F.unix_micros(at).alias(f"__at_{i}") for i, at in enumerate(at_columns)],
+        F.struct(*points.columns).alias(_POINT),
+    )
+    rows = source_rows.unionByName(point_rows, allowMissingColumns=True)
+
+    spark = points.sparkSession
+    orders: dict[int, Column] = {}
+    features: list[Column] = []
+    for i, (window, at) in enumerate(group):
+        mask = _SRC if window.condition is None else f"{_SRC} AND ({window.condition})"
+        # a point sorts before source rows of the same instant: they are not "before" it
+        order = F.when(F.col(_SRC), F.col(_TIME)).otherwise(F.col(f"__at_{at_columns.index(at)}"))
+        if window.kind == "count":  # how many counted source rows come before (points) / up to (rows)
+            running = Window.partitionBy("user_id").orderBy(order, _SRC, _TIE).rowsBetween(Window.unboundedPreceding, 0)
+            orders[i] = F.sum(F.when(F.expr(mask), 1).otherwise(0)).over(running)
+        else:
+            orders[i] = order
+        for name, expr in window.features.items():
+            sql, calls = window_sql(expr, mask, window.frame(f"__order_{i}"), lambda n: spec.is_aggregate(spark, n))
+            if calls == 0:  # a window of one row: that row's value (checked by WindowSpec.check)
+                sql, _ = window_sql(f"first({expr})", mask, window.frame(f"__order_{i}"), lambda n: n == "first")
+            features.append(F.expr(sql).alias(name))
+    ordered = rows.select("*", *[col.alias(f"__order_{i}") for i, col in orders.items()])
+    names = [name for window, _ in group for name in window.features]
+    return ordered.select(_SRC, _POINT, *features).where(~F.col(_SRC)).select(f"{_POINT}.*", *names)
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """Naive times are UTC (DESIGN §4), not the driver's local time."""
+    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
