@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,9 @@ from conftest_dynamodb import dynamodb_endpoint, dynamodb_table  # noqa: F401  (
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after
+# pytest has closed its capture streams: a traceback in every run's output, not a failure.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
