@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 import hashlib
 
 from chispa import assert_df_equality
@@ -16,6 +18,9 @@ from offer_ai.events import (
     parse_lines,
     quarantine_rows,
 )
+
+os.environ["TZ"] = "UTC"  # PySpark turns timestamps into naive datetimes in the process's zone
+time.tzset()
 
 NOW = dt.datetime(2026, 2, 1, 12, 0, tzinfo=dt.timezone.utc)
 FILE = "file:/raw/date=2026-01-01/part-00000.jsonl"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -16,15 +18,18 @@ from chispa import assert_df_equality
 from offer_ai.events import EVENTS_SCHEMA
 from offer_ai.feature_spec import load_feature_spec
 from offer_ai.sessions import (
+    aggregate_sessions,
+    assign_sessions,
     build_sessions,
+    events_in_scope,
     identity_events,
     identity_touched,
     replaced_sessions,
-    aggregate_sessions,
-    assign_sessions,
-    events_in_scope,
     touched_scope,
 )
+
+os.environ["TZ"] = "UTC"  # PySpark turns timestamps into naive datetimes in the process's zone
+time.tzset()
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = load_feature_spec(REPO / "conf" / "features.yaml")

@@ -77,7 +77,7 @@ class FeatureSpec:
 
     def check(self, spark: SparkSession) -> None:
         """Compile and analyse every expression against empty typed inputs; fail naming the entry."""
-        empty_events = spark.createDataFrame([], EVENTS_SCHEMA)
+        empty_events = spark.createDataFrame([], EVENTS_SCHEMA)  # analysed only, never executed
         grouped = empty_events.groupBy(*SESSION_KEYS)
         with _quiet_spark_errors():
             try:  # one analysis for the whole section; only on failure look for the culprit

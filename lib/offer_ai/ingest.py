@@ -171,12 +171,10 @@ def update_sessions_and_users(
         source = sessions.withColumn("_delete", F.lit(False)).unionByName(
             gone.select(*SESSION_KEYS, F.lit(True).alias("_delete")), allowMissingColumns=True
         ) if gone is not None else sessions
-        users_known = lake.exists(spark, tables.users)
         with lake.commit_metadata(spark, {WATERMARK: ingested_at.isoformat()}):
             merged = (lake.MergeCounts(inserted=lake.append(spark, tables.sessions, sessions)) if created
                       else lake.upsert(spark, tables.sessions, source, SESSION_KEYS, "_delete" if gone is not None else None))
-            known = (lake.read(spark, tables.users) if users_known
-                     else spark.createDataFrame([], "user_id string, first_seen timestamp, last_seen timestamp"))
+            known = lake.read_or_empty(spark, tables.users, "user_id string, first_seen timestamp, last_seen timestamp")
             users = build_users(pending, known, lake.read(spark, tables.sessions), identities, spec)
             created = lake.ensure_table(spark, tables.users, users.schema)
             merged_users = (lake.MergeCounts(inserted=lake.append(spark, tables.users, users)) if created

@@ -15,6 +15,7 @@ from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
@@ -35,9 +36,15 @@ def read(spark: SparkSession, path: str) -> DataFrame:
     return spark.read.format("delta").load(path)
 
 
-def read_or_empty(spark: SparkSession, path: str, schema: StructType) -> DataFrame:
+def empty(spark: SparkSession, schema: StructType | str) -> DataFrame:
+    """An empty DataFrame built in the JVM (createDataFrame([]) would start Python workers)."""
+    fields = StructType.fromDDL(schema) if isinstance(schema, str) else schema
+    return spark.range(0).select(*[F.lit(None).cast(f.dataType).alias(f.name) for f in fields.fields])
+
+
+def read_or_empty(spark: SparkSession, path: str, schema: StructType | str) -> DataFrame:
     """The table, or an empty DataFrame of `schema` when it does not exist yet."""
-    return read(spark, path) if exists(spark, path) else spark.createDataFrame([], schema)
+    return read(spark, path) if exists(spark, path) else empty(spark, schema)
 
 
 def ensure_table(
