@@ -171,10 +171,13 @@ def _identity(path: Path, node: Any) -> IdentitySpec:
     return IdentitySpec(events=tuple(events), fields=tuple(fields), derived=derived)
 
 
-def _analyse(path: str, entry: str, analyse: Any) -> None:
+def _analyse(path: str, entry: str, analyse: Any) -> Any:
+    """Run one analysis; any Spark error means the entry is bad: one sentence naming it."""
     try:
-        analyse()
-    except Exception as exc:  # noqa: BLE001 - ParseException, AnalysisException, ... all mean a bad entry
+        return analyse()
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ParseException, AnalysisException, ValueError: a bad entry
         raise UserError(f"{path}: {entry}: {_first_line(exc)}") from None
 
 

@@ -17,10 +17,8 @@ function catalog, so every built-in aggregate works without a list kept here.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, NumericType, TimestampType
 
 from offer_ai.errors import UserError
-from offer_ai.feature_spec import FeatureSpec
+from offer_ai.feature_spec import FeatureSpec, _analyse, _quiet_spark_errors  # one error style for every entry
 
 #: A window reads one source; rows enter a time frame by this column and are ordered (count
 #: frames, ties) by (time, tie-break key).
@@ -319,34 +317,6 @@ def _typed(path: str, entry: str, frame: DataFrame, expr: str, expected: type) -
     if not isinstance(data_type, expected):
         wanted = {BooleanType: "a boolean", TimestampType: "a timestamp"}[expected]
         raise UserError(f"{path}: {entry} must be {wanted} (got {data_type.simpleString()}: '{expr}').")
-
-
-def _analyse(path: str, entry: str, analyse: Callable[[], Any]) -> Any:
-    try:
-        return analyse()
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - ParseException, AnalysisException, ValueError: a bad entry
-        raise UserError(f"{path}: {entry}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    """Spark's first line, without the SQLSTATE suffix (as feature_spec.py reports its entries)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = re.sub(r"\s*SQLSTATE: \w+\.?", "", text)
-    return text if text.endswith(".") else text + "."
-
-
-@contextmanager
-def _quiet_spark_errors() -> Iterator[None]:
-    """PySpark logs every analysis error with its JVM stack; here an error is an expected answer."""
-    logger = logging.getLogger("SQLQueryContextLogger")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------------
