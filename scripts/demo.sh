@@ -36,14 +36,14 @@ first_file="$(find "$out/raw" -name 'part-*.jsonl' | sort | head -n 1)"
 head -n 6 "$first_file" | cut -c 1-220
 echo
 
-run_stage sessionize ./spark-submit.sh jobs/sessionize.py --input "$out/raw" --lake "$out/lake"
-run_stage build_features ./spark-submit.sh jobs/build_features.py --lake "$out/lake" --run-id demo
+run_stage sessionize ./spark-submit.sh --driver-memory 3g jobs/sessionize.py --input "$out/raw" --lake "$out/lake"
+run_stage build_features ./spark-submit.sh --driver-memory 3g jobs/build_features.py --lake "$out/lake" --run-id demo
 
 # The online store: a local DynamoDB (moto server) on 127.0.0.1, stopped again on the way out.
 port="${DEMO_DYNAMODB_PORT:-5055}"
 $py -m offer_ai.local_dynamodb start --port "$port" --state-dir "$out/dynamodb" > /dev/null
 trap '$py -m offer_ai.local_dynamodb stop --port "$port" --state-dir "$out/dynamodb" > /dev/null || true' EXIT
-run_stage export_features ./spark-submit.sh jobs/export_features.py --lake "$out/lake" \
+run_stage export_features ./spark-submit.sh --driver-memory 3g jobs/export_features.py --lake "$out/lake" \
   --set "online_store.endpoint_url=http://127.0.0.1:$port" --set online_store.create_table=true
 
 run_stage show_tables ./spark-submit.sh jobs/show_tables.py --lake "$out/lake" --rows 3
