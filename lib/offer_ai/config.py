@@ -116,6 +116,7 @@ class SageMakerSettings(_Section):
     prefix: str = "offer-ai"
     base_job_name: str = "offer-ai-xgboost"
     instance_type: str = "ml.m5.xlarge"
+    #: The entry point trains on one node: more instances only repeat the same work.
     instance_count: int = Field(1, ge=1)
     volume_size_gb: int = Field(30, ge=1)
     max_runtime_s: int = Field(3600, ge=60)
