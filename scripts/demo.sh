@@ -39,6 +39,20 @@ echo
 run_stage sessionize ./spark-submit.sh --driver-memory 3g jobs/sessionize.py --input "$out/raw" --lake "$out/lake"
 run_stage build_features ./spark-submit.sh --driver-memory 3g jobs/build_features.py --lake "$out/lake" --run-id demo
 
+# Train the offer model (the notebook, executed; it ends by printing metrics.json's path).
+run_stage train_notebook $py -m papermill notebooks/02_train_offer_model.ipynb "$out/02_train_offer_model.ipynb" \
+  --cwd . -p lake "$out/lake" -p run_id demo -p raw_dir "$out/raw" -p output_dir "$out/model"
+$py - "$out/model/metrics.json" <<'PY' | tee -a "$out/logs/train_notebook.out"
+import json, sys
+m = json.load(open(sys.argv[1]))
+v, p = m["validation"], m["policy"]
+print(json.dumps({"validation_rmse": round(v["rmse"], 3), "baseline_rmse": round(v["baseline_rmse"], 3),
+                  "policy_dr": round(p["dr"], 3), "logging_value": round(p["logging_value"], 3),
+                  "true_value": p.get("true_value"), "true_logging_value": p.get("true_logging_value"),
+                  "true_oracle_value": p.get("true_oracle_value")}))
+PY
+stage_summaries[${#stage_summaries[@]}-1]="$(tail -n 1 "$out/logs/train_notebook.out")"
+
 # The online store: a local DynamoDB (moto server) on 127.0.0.1, stopped again on the way out.
 port="${DEMO_DYNAMODB_PORT:-5055}"
 $py -m offer_ai.local_dynamodb start --port "$port" --state-dir "$out/dynamodb" > /dev/null
