@@ -27,15 +27,12 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from offer_ai.events import accepted_events, distinct_events, parse_lines
 from offer_ai.feature_spec import load_feature_spec
-from offer_ai.raw_files import list_input_files, read_lines
-from offer_ai.sessions import build_sessions, identity_events
 from offer_ai.simulation import iter_truth_records
 from offer_ai.training import features_as_of, latest_event_time, training_examples
 from offer_ai.window_spec import WindowSpec, load_window_spec
 
-from job_runner import load_job, run_in_process  # tests/ is on sys.path
+from job_runner import load_job, run_in_process, sessionized_lake  # tests/ is on sys.path
 
 os.environ["TZ"] = "UTC"  # PySpark turns timestamps into naive datetimes in the process's zone
 time.tzset()
@@ -63,13 +60,7 @@ def lake(spark, tmp_path_factory) -> tuple[Path, Path]:
     done = subprocess.run([sys.executable, "jobs/generate_events.py", "--out", str(raw), "--users", "200",
                            "--days", "14", "--seed", "11"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    features = load_feature_spec(REPO / "conf" / "features.yaml")
-    lines = read_lines(spark, list_input_files(spark, [str(raw)]))
-    parsed = parse_lines(lines, dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc))
-    distinct_events(accepted_events(parsed)).write.format("delta").partitionBy("event_date").save(str(root / "events"))
-    events = spark.read.format("delta").load(str(root / "events"))
-    sessions = build_sessions(events, identity_events(events, features), features, "session_id", 30)
-    sessions.write.format("delta").save(str(root / "sessions"))
+    sessionized_lake(spark, raw, root, dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc))
     return raw, root
 
 

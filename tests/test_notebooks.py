@@ -35,15 +35,11 @@ import nbformat
 import numpy as np
 import pytest
 
-from offer_ai.events import accepted_events, distinct_events, parse_lines
-from offer_ai.feature_spec import load_feature_spec
 from offer_ai.model import OfferModel
 from offer_ai.offers import load_offers
-from offer_ai.raw_files import list_input_files, read_lines
-from offer_ai.sessions import build_sessions, identity_events
 from offer_ai.simulation import iter_truth_records
 
-from job_runner import load_job, run_in_process  # tests/ is on sys.path
+from job_runner import load_job, run_in_process, sessionized_lake  # tests/ is on sys.path
 
 os.environ["TZ"] = "UTC"
 time.tzset()
@@ -63,13 +59,7 @@ def lake(spark, tmp_path_factory) -> tuple[Path, Path, Path]:
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     # sessionize's own transforms (its job's incremental MERGEs are covered by its own tests)
-    features = load_feature_spec(REPO / "conf" / "features.yaml")
-    lines = read_lines(spark, list_input_files(spark, [str(raw)]))
-    parsed = parse_lines(lines, dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc))
-    distinct_events(accepted_events(parsed)).write.format("delta").partitionBy("event_date").save(str(root / "events"))
-    events = spark.read.format("delta").load(str(root / "events"))
-    build_sessions(events, identity_events(events, features), features, "session_id", 30) \
-        .write.format("delta").save(str(root / "sessions"))
+    sessionized_lake(spark, raw, root, dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc))
     code, summary, err = run_in_process(BUILD, "--lake", str(root), "--run-id", "nb")
     assert code == 0, err[-3000:]
     return raw, root, Path(summary["export"])
