@@ -1,10 +1,17 @@
-"""offer_ai_nightly: the day's raw events -> sessions -> training rows -> DynamoDB.
+"""offer_ai_nightly: the day's raw events -> sessions -> training rows -> DynamoDB; weekly retrain.
 
-Each task is one ./spark-submit.sh call, so what runs here is exactly what a person runs by hand
-(README). Where the repository lives and which config to use are decided at run time: the
-Airflow Variables `offer_ai_home` and `offer_ai_config` win, else the DAG params (defaults: the
-checkout holding this file, and its conf/local.yaml). Add `--master yarn` and friends through
-the `spark_submit_options` param.
+    sessionize -> build_features -> export_features
+                               \-> weekly_retrain_gate -> train_sagemaker  (one weekday only)
+
+Each run covers one UTC day and starts after it ends: the schedule is a cron *data interval*,
+so `{{ ds }}` of the run that starts at 00:00 on the 15th is the 14th. (Airflow 3's plain
+"@daily" would give the run the day that is only beginning, whose raw events do not exist.)
+
+Each task is one command a person can run by hand (README): ./spark-submit.sh for the Spark
+jobs, the venv's python for the SageMaker launch. Where the repository lives and which config
+to use are decided at run time: the Airflow Variables `offer_ai_home` and `offer_ai_config` win,
+else the DAG params (defaults: the checkout holding this file, and its conf/local.yaml). Add
+`--master yarn` and friends through the `spark_submit_options` param.
 """
 
 from __future__ import annotations
@@ -13,18 +20,27 @@ import datetime as dt
 from pathlib import Path
 
 from airflow.providers.standard.operators.bash import BashOperator
+from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Param
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 REPO = str(Path(__file__).resolve().parents[1])
 HOME = "{{ var.value.get('offer_ai_home', params.offer_ai_home) }}"
 CONFIG = "{{ var.value.get('offer_ai_config', params.config) }}"
 SUBMIT = f"cd {HOME} && ./spark-submit.sh {{{{ params.spark_submit_options }}}}"
+PYTHON = f"cd {HOME} && {{{{ params.python }}}}"
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def is_retrain_day(ds: str, params: dict) -> bool:
+    """True when the run's day (``ds``, the UTC day just processed) is the configured weekday."""
+    return WEEKDAYS[dt.date.fromisoformat(ds).weekday()] == str(params["retrain_weekday"]).lower()
 
 
 with DAG(
     dag_id="offer_ai_nightly",
     description="Sessionize the day's events, rebuild training rows, refresh the online features",
-    schedule="@daily",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     catchup=False,
     max_active_runs=1,
@@ -39,6 +55,8 @@ with DAG(
         "offer_ai_home": Param(REPO, type="string", description="checkout of offer-ai on the worker"),
         "config": Param("conf/local.yaml", type="string", description="config file, relative to offer_ai_home"),
         "spark_submit_options": Param("", type="string", description="extra spark-submit options, e.g. --master yarn"),
+        "python": Param(".venv/bin/python", type="string", description="python with offer_ai installed, relative to offer_ai_home"),
+        "retrain_weekday": Param("sunday", enum=list(WEEKDAYS), description="the day whose run retrains on SageMaker"),
     },
 ) as dag:
     sessionize = BashOperator(
@@ -53,4 +71,19 @@ with DAG(
         task_id="export_features",
         bash_command=f"{SUBMIT} jobs/export_features.py --config {CONFIG}",
     )
-    sessionize >> build_features >> export_features
+    # Skips only its own downstream (the retrain); export_features does not depend on it.
+    weekly_retrain_gate = ShortCircuitOperator(
+        task_id="weekly_retrain_gate",
+        python_callable=is_retrain_day,  # Airflow passes `ds` and `params` from the run's context
+        retries=0,
+    )
+    # One retry: a second failed job is a problem to look at, not to pay for a third time.
+    # The timeout covers the job's own max runtime (sagemaker.max_runtime_s) plus queueing.
+    train_sagemaker = BashOperator(
+        task_id="train_sagemaker",
+        bash_command=f"{PYTHON} jobs/train_sagemaker.py --config {CONFIG} --run-id {{{{ ds_nodash }}}} --wait",
+        retries=1,
+        execution_timeout=dt.timedelta(hours=4),
+    )
+    sessionize >> build_features >> [export_features, weekly_retrain_gate]
+    weekly_retrain_gate >> train_sagemaker

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from job_runner import load_job, run_in_process  # tests/ is on sys.path
 from offer_ai import sagemaker_entry
 from offer_ai.config import load_settings
 from offer_ai.errors import UserError
@@ -306,3 +307,146 @@ def test_the_source_dir_holds_the_shim_the_package_and_the_catalogue(tmp_path):
     assert {"__init__.py", "sagemaker_entry.py", "model.py", "evaluation.py", "offers.py", "errors.py",
             "export_reader.py"} <= shipped
     assert "__pycache__" not in shipped
+
+
+# --- the weekly retrain job (jobs/train_sagemaker.py) -------------------------------------------------
+
+
+def _bucket(session) -> str:
+    bucket = f"offer-ai-test-{uuid.uuid4().hex[:8]}"
+    session.client("s3").create_bucket(Bucket=bucket)
+    return bucket
+
+
+def _dated(export_dir: Path, when: float) -> Path:
+    os.utime(export_dir / "manifest.json", (when, when))
+    return export_dir
+
+
+def test_the_job_trains_on_the_newest_complete_export_and_follows_it_to_the_end(aws, tmp_path):
+    import boto3
+
+
+    session = boto3.Session(region_name="us-east-1")
+    bucket = _bucket(session)
+    exports = tmp_path / "lake" / "exports" / "training"
+    _dated(write_export(exports, "20260301"), 1_700_000_000)
+    _dated(write_export(exports, "20260308"), 1_700_600_000)   # the newest manifest
+    unfinished = write_export(exports, "20260315")
+    (unfinished / "manifest.json").unlink()                      # still being written: never chosen
+
+    code, summary, err = run_in_process(load_job("train_sagemaker"), "--lake", str(tmp_path / "lake"),
+                                        "--set", f"sagemaker.bucket={bucket}", "--hyperparameter", "num_round=12",
+                                        "--wait", "--poll-seconds", "0.01")
+    assert code == 0, err
+    assert summary["run_id"] == "20260308" and summary["export"] == str(exports / "20260308")
+    assert summary["status"] == "Completed"
+    assert summary["model_artifact"] == f"s3://{bucket}/offer-ai/output/{summary['job_name']}/output/model.tar.gz"
+    assert summary["uploaded_objects"] == 3  # two part files and the manifest
+    assert f"{summary['job_name']}: Completed / Completed" in err  # the status line a scheduler's log shows
+    job = session.client("sagemaker").describe_training_job(TrainingJobName=summary["job_name"])
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+    assert channels["train"] == f"s3://{bucket}/offer-ai/exports/20260308/train/parquet/"
+    assert job["HyperParameters"]["num_round"] == "12"
+
+
+def test_an_export_the_lake_already_holds_in_s3_is_used_in_place(aws, tmp_path):
+    import boto3
+
+
+    session = boto3.Session(region_name="us-east-1")
+    s3 = session.client("s3")
+    bucket = _bucket(session)
+    local = write_export(tmp_path, "20260308")
+    for path in sorted(p for p in local.rglob("*") if p.is_file() and not p.name.endswith(".crc")):
+        s3.upload_file(str(path), bucket, f"lake/exports/training/20260308/{path.relative_to(local)}")
+    s3.put_object(Bucket=bucket, Key="lake/exports/training/20260301/train/parquet/part-0.parquet", Body=b"")  # no manifest
+
+    code, summary, err = run_in_process(load_job("train_sagemaker"), "--lake", f"s3a://{bucket}/lake",
+                                        "--set", f"sagemaker.bucket={bucket}")
+    assert code == 0, err
+    base = f"s3://{bucket}/lake/exports/training/20260308"
+    assert summary["export"] == f"s3a://{bucket}/lake/exports/training/20260308"
+    assert summary["channels"] == {"train": f"{base}/train/parquet/", "validation": f"{base}/validation/parquet/",
+                                   "manifest": f"{base}/manifest.json"}
+    assert summary["uploaded_objects"] == 0 and summary["status"] == "InProgress"  # no --wait: started, not followed
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="offer-ai/exports/")  # nothing copied
+
+
+def test_an_s3_export_without_manifest_or_part_files_is_refused_before_a_job_starts(aws, tmp_path):
+    import boto3
+
+    from offer_ai.sagemaker_launch import s3_export
+
+    s3 = boto3.Session(region_name="us-east-1").client("s3")
+    bucket = _bucket(boto3.Session(region_name="us-east-1"))
+    with pytest.raises(UserError, match=r"no export manifest at s3://.*/exports/r1/manifest.json"):
+        s3_export(f"s3a://{bucket}/exports/r1", s3)
+    local = write_export(tmp_path, "r1")
+    s3.upload_file(str(local / "manifest.json"), bucket, "exports/r1/manifest.json")
+    s3.upload_file(str(local / "train" / "csv" / "part-00000-x.csv"), bucket, "exports/r1/train/csv/part-00000-x.csv")
+    with pytest.raises(UserError, match=r"exports/r1/train/parquet/ holds no parquet part files"):
+        s3_export(f"s3://{bucket}/exports/r1", s3)
+
+
+def test_the_job_says_so_when_there_is_no_export(aws, tmp_path):
+
+    (tmp_path / "lake" / "exports" / "training" / "half-written").mkdir(parents=True)
+    code, summary, err = run_in_process(load_job("train_sagemaker"), "--lake", str(tmp_path / "lake"))
+    assert code == 2 and summary is None
+    assert err.strip() == (f"train_sagemaker: error: There is no complete export under "
+                           f"{tmp_path / 'lake' / 'exports' / 'training'}: run build_features first.")
+
+
+class _ScriptedSageMaker:
+    """What DescribeTrainingJob answers over a job's life; moto's jobs are Completed at once and never fail."""
+
+    def __init__(self, states: list[tuple[str, str]], reason: str = "") -> None:
+        self.states, self.reason, self.calls = states, reason, 0
+
+    def describe_training_job(self, TrainingJobName: str) -> dict:
+        status, secondary = self.states[min(self.calls, len(self.states) - 1)]
+        self.calls += 1
+        described = {"TrainingJobName": TrainingJobName, "TrainingJobStatus": status, "SecondaryStatus": secondary}
+        if status == "Failed":
+            described["FailureReason"] = self.reason
+        return described
+
+
+def test_waiting_logs_each_status_change_once_and_returns_the_terminal_state():
+    from offer_ai.sagemaker_launch import wait_for_job
+
+    client = _ScriptedSageMaker([("InProgress", "Starting"), ("InProgress", "Starting"), ("InProgress", "Training"),
+                                 ("Failed", "Failed")], reason="AlgorithmError: bad data")
+    lines, sleeps = [], []
+    described = wait_for_job(client, "job-1", poll_s=7, on_change=lines.append, sleep=sleeps.append)
+    assert described["TrainingJobStatus"] == "Failed" and client.calls == 4
+    assert lines == ["job-1: InProgress / Starting", "job-1: InProgress / Training", "job-1: Failed / Failed"]
+    assert sleeps == [7, 7, 7]
+
+
+def test_waiting_gives_up_after_the_timeout_but_says_the_job_runs_on():
+    from offer_ai.sagemaker_launch import wait_for_job
+
+    now = iter(range(0, 1000, 60))
+    with pytest.raises(UserError, match=r"job-2 is still InProgress after 150 s; it keeps running on SageMaker"):
+        wait_for_job(_ScriptedSageMaker([("InProgress", "Training")]), "job-2", poll_s=60, timeout_s=150,
+                     clock=lambda: next(now), sleep=lambda s: None)
+
+
+def test_a_job_that_ends_failed_fails_the_task_with_its_reason(aws, tmp_path, monkeypatch):
+    import boto3
+
+    from offer_ai import sagemaker_launch
+
+    bucket = _bucket(boto3.Session(region_name="us-east-1"))
+    write_export(tmp_path / "lake" / "exports" / "training", "20260308")
+    scripted = _ScriptedSageMaker([("InProgress", "Training"), ("Failed", "Failed")], reason="AlgorithmError: boom")
+    real_wait = sagemaker_launch.wait_for_job
+    monkeypatch.setattr(sagemaker_launch, "wait_for_job", lambda client, name, **kw: real_wait(scripted, name, **kw))
+    code, summary, err = run_in_process(load_job("train_sagemaker"), "--lake", str(tmp_path / "lake"), "--run-id",
+                                        "20260308", "--set", f"sagemaker.bucket={bucket}", "--wait",
+                                        "--poll-seconds", "0.01")
+    assert code == 1
+    assert summary["status"] == "Failed" and summary["run_id"] == "20260308"
+    assert err.strip().endswith(f"train_sagemaker: error: training job {summary['job_name']} ended Failed: AlgorithmError: boom")

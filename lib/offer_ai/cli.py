@@ -49,10 +49,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not when the handler was made:
+    a job run in-process under a redirect (tests, a notebook) keeps its progress lines."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Progress lines on stderr, so that stdout carries only the JSON summary."""
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s offer_ai %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     log.setLevel(level)
