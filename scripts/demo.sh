@@ -60,6 +60,13 @@ trap '$py -m offer_ai.local_dynamodb stop --port "$port" --state-dir "$out/dynam
 run_stage export_features ./spark-submit.sh --driver-memory 3g jobs/export_features.py --lake "$out/lake" \
   --set "online_store.endpoint_url=http://127.0.0.1:$port" --set online_store.create_table=true
 
+# Serve: the offer 5 exported players (and one the store has never seen: a cold start) would
+# see now, from their DynamoDB features, the model the notebook wrote and the ε-greedy policy.
+run_stage decide_offers $py jobs/decide_offers.py --model "$out/model/model" --sample 5 --user new-player-0001 \
+  --seed 7 --set "online_store.endpoint_url=http://127.0.0.1:$port"
+head -n -1 "$out/logs/decide_offers.out"
+echo
+
 run_stage show_tables ./spark-submit.sh jobs/show_tables.py --lake "$out/lake" --rows 3
 sed -n '/^==/,$p' "$out/logs/show_tables.out" | head -n -1
 

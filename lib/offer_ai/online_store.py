@@ -684,6 +684,49 @@ class OnlineFeatureReader:
                 keys = unprocessed
         return {uid: self._features(uid, found.get(uid)) for uid in wanted}
 
+    def sample_user_ids(self, n: int) -> list[str]:
+        """Up to ``n`` distinct user ids present in the table, by a Scan that reads no more than it must.
+
+        For spot checks and demos: each page asks only for the ids still missing (``Limit``)
+        and projects only the key and the TTL, and the scan stops at ``n`` or at the end of the
+        table, so a large table costs a few items' read capacity, not a full scan. Not a
+        uniform sample: Scan returns items in the table's hash order. Items past their TTL are
+        skipped (:meth:`get_many` would treat them as unknown), which is the one reason to
+        read a further page.
+        """
+        if n < 1:
+            raise UserError(f"The sample size must be at least 1, got {n}.")
+        ids: list[str] = []
+        start_key: dict[str, Any] | None = None
+        while len(ids) < n:
+            request: dict[str, Any] = {
+                "TableName": self.store.table,
+                "Limit": n - len(ids),
+                "ProjectionExpression": "#k, #t",
+                "ExpressionAttributeNames": {"#k": KEY_ATTRIBUTE, "#t": TTL_ATTRIBUTE},
+                "ConsistentRead": self.options.consistent_read,
+            }
+            if start_key is not None:
+                request["ExclusiveStartKey"] = start_key
+            try:
+                response = _call(self.store, self.client.scan, **request)
+            except ClientError as exc:
+                if _error_code(exc) == "ResourceNotFoundException":
+                    raise _missing_table(self.store) from None
+                raise
+            now = Decimal(str(self.clock()))
+            for raw in response.get("Items", []):
+                expires_at = raw.get(TTL_ATTRIBUTE, {}).get("N")
+                if expires_at is not None and Decimal(expires_at) <= now:
+                    continue
+                uid = raw[KEY_ATTRIBUTE]["S"]
+                if uid not in ids:
+                    ids.append(uid)
+            start_key = response.get("LastEvaluatedKey")
+            if start_key is None:
+                break
+        return ids
+
     def close(self) -> None:
         if self._own_client:
             self.client.close()
