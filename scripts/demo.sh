@@ -5,7 +5,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 out="${1:-demo-output}"
 py=.venv/bin/python
-USERS="${DEMO_USERS:-2000}"
+USERS="${DEMO_USERS:-5000}"
 DAYS="${DEMO_DAYS:-28}"
 
 rm -rf "$out"
