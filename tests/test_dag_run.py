@@ -1,0 +1,139 @@
+"""The nightly DAG, run for real: `airflow dags test` on a small generated lake.
+
+Airflow's own CLI runs the DAG in a subprocess (its own AIRFLOW_HOME and SQLite metadata
+database), so every task is the bash command a worker would run: three ./spark-submit.sh jobs
+and the SageMaker launch with the venv's python, against a temp lake and the moto server
+(DynamoDB, S3 and SageMaker on one port). Expected values come from the raw files themselves
+(line counts, distinct users), not from the jobs.
+
+Days 1-8 are loaded before the run (the lake a nightly run finds); the run for day 9, a Friday,
+with retrain_weekday=friday, must load day 9, export its training rows under run id 20260109,
+write every user's features to DynamoDB and start one training job on that export. A second
+run for Saturday, with the Spark tasks marked successful without running (to keep CI short),
+checks that the gate skips the retrain and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from job_runner import load_job, run_in_process  # tests/ is on sys.path
+
+REPO = Path(__file__).resolve().parents[1]
+DAG_ID = "offer_ai_nightly"
+USERS, DAYS = 40, 9
+
+
+def _airflow(env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=env["AIRFLOW_HOME"])
+    assert done.returncode == 0, f"airflow {' '.join(args)} exited {done.returncode}:\n{(done.stdout + done.stderr)[-6000:]}"
+    return done
+
+
+def _json_out(done: subprocess.CompletedProcess) -> list[dict]:
+    """The JSON table an `airflow ... -o json` printed (its last line; warnings may come first on stdout)."""
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("[")][-1])
+
+
+def _raw_lines(raw: Path, dates: list[str]) -> list[dict]:
+    return [json.loads(line) for d in dates for f in sorted((raw / f"date={d}").glob("part-*")) for line in f.open()]
+
+
+@pytest.fixture(scope="module")
+def world(dynamodb_endpoint, tmp_path_factory, spark):
+    """Raw events for 9 days, days 1-8 sessionized, a config for the DAG, an Airflow home with its database."""
+    import boto3
+
+    root = tmp_path_factory.mktemp("dag-run")
+    raw, lake = root / "raw", root / "lake"
+    code, _, err = run_in_process(load_job("generate_events"), "--out", str(raw), "--users", str(USERS),
+                                  "--days", str(DAYS), "--seed", "3", "--start-date", "2026-01-01")
+    assert code == 0, err
+    dates = [f"2026-01-0{d}" for d in range(1, DAYS + 1)]
+
+    bucket, table = f"dag-run-{uuid.uuid4().hex[:8]}", f"dag_run_{uuid.uuid4().hex[:8]}"
+    boto3.Session(region_name="us-east-1").client("s3", endpoint_url=dynamodb_endpoint).create_bucket(Bucket=bucket)
+    config = root / "offer-ai.yaml"
+    config.write_text(
+        f"spark: {{master: 'local[2]', shuffle_partitions: 2}}\n"
+        f"lake: {{root: {lake}}}\nraw: {{root: {raw}}}\n"
+        f"online_store: {{endpoint_url: '{dynamodb_endpoint}', table: {table}, create_table: true}}\n"
+        f"sagemaker: {{bucket: {bucket}, role_arn: 'arn:aws:iam::123456789012:role/offer-ai-sagemaker',"
+        f" hyperparameters: {{num_round: 20}}}}\n"
+        f"offers_file: {REPO / 'conf' / 'offers.yaml'}\nfeatures_file: {REPO / 'conf' / 'features.yaml'}\n"
+    )
+    code, _, err = run_in_process(load_job("sessionize"), "--config", str(config), "--input", str(raw / "date=2026-01-0[1-8]"))
+    assert code == 0, err
+
+    home = root / "airflow-home"
+    home.mkdir()
+    sagemaker_config = root / "sagemaker-config.yaml"  # no telemetry calls from a test
+    sagemaker_config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AWS_ENDPOINT_URL": dynamodb_endpoint,
+           "AWS_DEFAULT_REGION": "us-east-1", "SAGEMAKER_VALIDATE_ROLE": "false",
+           "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sagemaker_config)}
+    _airflow(env, "db", "migrate")
+    events_before = spark.read.format("delta").load(str(lake / "events")).count()
+    return {"raw": raw, "lake": lake, "dates": dates, "config": config, "env": env, "bucket": bucket, "table": table,
+            "endpoint": dynamodb_endpoint, "events_before": events_before}
+
+
+def _run(world, day: str, weekday: str, *extra: str) -> dict[str, str]:
+    """`airflow dags test` for one day; {task_id: state} of the run it made."""
+    conf = json.dumps({"config": str(world["config"]), "retrain_weekday": weekday})
+    _airflow(world["env"], "dags", "test", DAG_ID, day, "-c", conf, *extra)
+    runs = _json_out(_airflow(world["env"], "dags", "list-runs", DAG_ID, "-o", "json"))
+    (run,) = [r for r in runs if r["logical_date"].startswith(day)]
+    assert run["state"] == "success", run
+    states = _json_out(_airflow(world["env"], "tasks", "states-for-dag-run", DAG_ID, run["run_id"], "-o", "json"))
+    return {s["task_id"]: s["state"] for s in states}
+
+
+@pytest.fixture(scope="module")
+def retrain_day(world):
+    return _run(world, "2026-01-09", "friday")
+
+
+def test_the_nightly_run_loads_the_day_exports_features_and_starts_the_retrain(world, retrain_day, spark):
+    import boto3
+
+    assert retrain_day == {"sessionize": "success", "build_features": "success", "export_features": "success",
+                           "weekly_retrain_gate": "success", "train_sagemaker": "success"}
+    # sessionize --run-date 2026-01-09 loaded that day's file: the lake now holds every raw line (a clean
+    # generator run: no duplicates, no malformed lines), and held only days 1-8 before.
+    lines = _raw_lines(world["raw"], world["dates"])
+    assert world["events_before"] == len(_raw_lines(world["raw"], world["dates"][:-1]))
+    assert spark.read.format("delta").load(str(world["lake"] / "events")).count() == len(lines)
+    # build_features --run-id 20260109 wrote a complete export under that id.
+    manifest = json.loads((world["lake"] / "exports" / "training" / "20260109" / "manifest.json").read_text())
+    assert manifest["run_id"] == "20260109" and manifest["rows"]["train"] > 0
+    # export_features: one item per user who has a session.
+    session = boto3.Session(region_name="us-east-1")
+    dynamodb = session.client("dynamodb", endpoint_url=world["endpoint"])
+    users = {line["customer_identifier"] for line in lines if line.get("customer_identifier")}
+    assert dynamodb.scan(TableName=world["table"], Select="COUNT")["Count"] == len(users) == USERS
+    # train_sagemaker: one job, on that export, in the config's bucket.
+    sagemaker = session.client("sagemaker", endpoint_url=world["endpoint"])
+    jobs = [j["TrainingJobName"] for j in sagemaker.list_training_jobs()["TrainingJobSummaries"]]
+    ours = [sagemaker.describe_training_job(TrainingJobName=name) for name in jobs]
+    ours = [j for j in ours if j["OutputDataConfig"]["S3OutputPath"].startswith(f"s3://{world['bucket']}/")]
+    assert len(ours) == 1
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in ours[0]["InputDataConfig"]}
+    assert channels["train"] == f"s3://{world['bucket']}/offer-ai/exports/20260109/train/parquet/"
+    assert ours[0]["HyperParameters"]["num_round"] == "20"
+
+
+def test_on_other_days_the_gate_skips_the_retrain_and_nothing_else(world, retrain_day):
+    # 2026-01-10 is a Saturday. The Spark tasks are marked successful without running: this run is about the gate.
+    states = _run(world, "2026-01-10", "friday", "--mark-success-pattern", "^(sessionize|build_features|export_features)$")
+    assert states == {"sessionize": "success", "build_features": "success", "export_features": "success",
+                      "weekly_retrain_gate": "success", "train_sagemaker": "skipped"}
