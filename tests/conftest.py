@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from conftest_dynamodb import dynamodb_endpoint, dynamodb_table  # noqa: F401  (
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# PySpark's collect() turns timestamps into naive datetimes in the Python process's zone; the
+# jobs run in UTC (spark-submit.sh), so the tests compare in UTC whatever the machine's zone.
+os.environ["TZ"] = "UTC"
+time.tzset()
 # py4j logs "Closing down clientserver connection" from __del__ at interpreter exit, after
 # pytest has closed its capture streams: a traceback in every run's output, not a failure.
 logging.getLogger("py4j").setLevel(logging.WARNING)

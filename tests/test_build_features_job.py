@@ -12,12 +12,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -34,8 +32,6 @@ from offer_ai.window_spec import WindowSpec, load_window_spec
 
 from job_runner import load_job, run_in_process, sessionized_lake  # tests/ is on sys.path
 
-os.environ["TZ"] = "UTC"  # PySpark turns timestamps into naive datetimes in the process's zone
-time.tzset()
 
 REPO = Path(__file__).resolve().parents[1]
 DAY_US, WEEK_US = 86_400_000_000, 7 * 86_400_000_000

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import time
 import hashlib
 
 from chispa import assert_df_equality
@@ -19,8 +17,6 @@ from offer_ai.events import (
     quarantine_rows,
 )
 
-os.environ["TZ"] = "UTC"  # PySpark turns timestamps into naive datetimes in the process's zone
-time.tzset()
 
 NOW = dt.datetime(2026, 2, 1, 12, 0, tzinfo=dt.timezone.utc)
 FILE = "file:/raw/date=2026-01-01/part-00000.jsonl"

@@ -27,7 +27,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -41,8 +40,6 @@ from offer_ai.simulation import iter_truth_records
 
 from job_runner import load_job, run_in_process, sessionized_lake  # tests/ is on sys.path
 
-os.environ["TZ"] = "UTC"
-time.tzset()
 
 REPO = Path(__file__).resolve().parents[1]
 USERS, DAYS, SEED = 700, 28, 7

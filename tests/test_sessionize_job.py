@@ -15,10 +15,8 @@ import importlib.util
 import io
 import json
 import math
-import os
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -30,8 +28,6 @@ from delta.tables import DeltaTable
 
 from offer_ai.cli import run_job
 
-os.environ["TZ"] = "UTC"  # PySpark turns timestamps into naive datetimes in the process's zone
-time.tzset()
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("events", "events_quarantine", "sessions", "users")

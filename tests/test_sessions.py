@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import os
-import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +26,6 @@ from offer_ai.sessions import (
     touched_scope,
 )
 
-os.environ["TZ"] = "UTC"  # PySpark turns timestamps into naive datetimes in the process's zone
-time.tzset()
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = load_feature_spec(REPO / "conf" / "features.yaml")

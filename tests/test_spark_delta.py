@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
