@@ -10,9 +10,9 @@ DAYS="${DEMO_DAYS:-28}"
 
 rm -rf "$out"
 mkdir -p "$out/logs"
-declare -a stage_names=() stage_secs=() stage_summaries=()
+: > "$out/logs/stages.tsv"
 
-# run_stage NAME CMD...: run a job, keep its log, remember its seconds and JSON summary line.
+# run_stage NAME CMD...: run a job, keep its log, note its seconds in logs/stages.tsv.
 run_stage() {
   local name="$1"; shift
   echo "== $name: $*"
@@ -22,9 +22,8 @@ run_stage() {
     echo "demo: stage '$name' failed; its logs are in $out/logs/" >&2
     exit 1
   fi
-  stage_names+=("$name"); stage_secs+=($((SECONDS - start)))
-  stage_summaries+=("$(tail -n 1 "$out/logs/$name.out")")
-  echo "   $(tail -n 1 "$out/logs/$name.out")"
+  printf '%s\t%s\n' "$name" $((SECONDS - start)) >> "$out/logs/stages.tsv"
+  echo "   $(tail -n 1 "$out/logs/$name.out" | cut -c 1-200)"
 }
 
 run_stage generate_events $py jobs/generate_events.py --out "$out/raw" --users "$USERS" --days "$DAYS" \
@@ -51,7 +50,6 @@ print(json.dumps({"validation_rmse": round(v["rmse"], 3), "baseline_rmse": round
                   "true_value": p.get("true_value"), "true_logging_value": p.get("true_logging_value"),
                   "true_oracle_value": p.get("true_oracle_value")}))
 PY
-stage_summaries[${#stage_summaries[@]}-1]="$(tail -n 1 "$out/logs/train_notebook.out")"
 
 # The online store: a local DynamoDB (moto server) on 127.0.0.1, stopped again on the way out.
 port="${DEMO_DYNAMODB_PORT:-5055}"
@@ -72,7 +70,4 @@ sed -n '/^==/,$p' "$out/logs/show_tables.out" | head -n -1
 
 echo
 echo "== demo summary (logs in $out/logs/)"
-printf '%-18s %8s  %s\n' stage seconds summary
-for i in "${!stage_names[@]}"; do
-  printf '%-18s %8s  %s\n' "${stage_names[$i]}" "${stage_secs[$i]}" "$(cut -c 1-160 <<<"${stage_summaries[$i]}")"
-done
+$py scripts/demo_summary.py "$out"
