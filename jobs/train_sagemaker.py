@@ -62,9 +62,11 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     sm = settings.sagemaker
     hyperparameters = _hyperparameters(args.hyperparameters)
     session = boto3.Session(region_name=sm.region)
-    exports = settings.table_path("exports/training")
-    s3 = session.client("s3") if launch.is_s3(exports) else None
-    export = f"{exports.rstrip('/')}/{args.run_id}" if args.run_id else launch.latest_export(exports, s3)
+    lake_root = settings.lake.root
+    if args.run_id:
+        export = settings.table_path(f"{launch.EXPORTS}/{args.run_id}")
+    else:
+        export = launch.latest_export(lake_root, session.client("s3") if launch.is_s3(lake_root) else None)
     log.info("train_sagemaker: export %s", export)
 
     result = launch.launch_training(settings, export, hyperparameters, wait=False, boto_session=session)

@@ -318,8 +318,9 @@ def _bucket(session) -> str:
     return bucket
 
 
-def _dated(export_dir: Path, when: float) -> Path:
-    os.utime(export_dir / "manifest.json", (when, when))
+def _created(export_dir: Path, created_at: str) -> Path:
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    (export_dir / "manifest.json").write_text(json.dumps({**manifest, "created_at": created_at}))
     return export_dir
 
 
@@ -330,8 +331,8 @@ def test_the_job_trains_on_the_newest_complete_export_and_follows_it_to_the_end(
     session = boto3.Session(region_name="us-east-1")
     bucket = _bucket(session)
     exports = tmp_path / "lake" / "exports" / "training"
-    _dated(write_export(exports, "20260301"), 1_700_000_000)
-    _dated(write_export(exports, "20260308"), 1_700_600_000)   # the newest manifest
+    _created(write_export(exports, "20260308"), "2026-03-09T00:10:00+00:00")
+    _created(write_export(exports, "20260301"), "2026-03-09T00:20:00+00:00")   # rewritten last: the newest
     unfinished = write_export(exports, "20260315")
     (unfinished / "manifest.json").unlink()                      # still being written: never chosen
 
@@ -339,14 +340,14 @@ def test_the_job_trains_on_the_newest_complete_export_and_follows_it_to_the_end(
                                         "--set", f"sagemaker.bucket={bucket}", "--hyperparameter", "num_round=12",
                                         "--wait", "--poll-seconds", "0.01")
     assert code == 0, err
-    assert summary["run_id"] == "20260308" and summary["export"] == str(exports / "20260308")
+    assert summary["run_id"] == "20260301" and summary["export"] == str(exports / "20260301")
     assert summary["status"] == "Completed"
     assert summary["model_artifact"] == f"s3://{bucket}/offer-ai/output/{summary['job_name']}/output/model.tar.gz"
     assert summary["uploaded_objects"] == 3  # two part files and the manifest
     assert f"{summary['job_name']}: Completed / Completed" in err  # the status line a scheduler's log shows
     job = session.client("sagemaker").describe_training_job(TrainingJobName=summary["job_name"])
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
-    assert channels["train"] == f"s3://{bucket}/offer-ai/exports/20260308/train/parquet/"
+    assert channels["train"] == f"s3://{bucket}/offer-ai/exports/20260301/train/parquet/"
     assert job["HyperParameters"]["num_round"] == "12"
 
 
@@ -394,8 +395,8 @@ def test_the_job_says_so_when_there_is_no_export(aws, tmp_path):
     (tmp_path / "lake" / "exports" / "training" / "half-written").mkdir(parents=True)
     code, summary, err = run_in_process(load_job("train_sagemaker"), "--lake", str(tmp_path / "lake"))
     assert code == 2 and summary is None
-    assert err.strip() == (f"train_sagemaker: error: There is no complete export under "
-                           f"{tmp_path / 'lake' / 'exports' / 'training'}: run build_features first.")
+    assert err.strip() == (f"train_sagemaker: error: No finished training export under "
+                           f"{tmp_path / 'lake' / 'exports' / 'training'}: run jobs/build_features.py first.")
 
 
 class _ScriptedSageMaker:
