@@ -15,6 +15,7 @@ import importlib.util
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -185,6 +186,18 @@ def test_a_file_mixing_valid_and_malformed_lines_reconciles_exactly(spark, cli_p
              s.offer_time, s.offer_purchased, s.country, s.facebook_connected) for s in session] == [
         (dt.datetime(2026, 1, 1, 9, 2), dt.datetime(2026, 1, 1, 10, 3), 1, 1, 4.99, "xmas", dt.datetime(2026, 1, 1, 9, 2),
          True, "DE", True)]  # 10:02+01:00 is 09:02 UTC, the session's first event
+
+
+def test_a_relative_lake_path_with_a_hyphen_works_as_make_demo_passes_it(spark, mixed_files, tmp_path):
+    # `make demo` passes --lake demo-output/lake: Delta's SQL once took that for a table name. The JVM
+    # resolves a relative path against its own working directory, so the path is relative to that.
+    lake = tmp_path / "demo-output" / "lake"
+    relative = os.path.relpath(lake, spark.sparkContext._jvm.System.getProperty("user.dir"))
+    assert not os.path.isabs(relative) and "-" in relative
+    code, summary, err = run("--input", str(mixed_files), "--lake", relative, "--max-bad-ratio", "0.7")
+    assert code == 0, err
+    assert (summary["events_accepted"], summary["quarantined"]) == (5, 13)
+    assert table(spark, lake, "events").count() == 5 and table(spark, lake, "events_quarantine").count() == 13
 
 
 def test_gap_split_merges_sessions_when_a_late_event_bridges_them(spark, cli_process, tmp_path):

@@ -47,6 +47,20 @@ def read_or_empty(spark: SparkSession, path: str, schema: StructType | str) -> D
     return read(spark, path) if exists(spark, path) else empty(spark, schema)
 
 
+def qualified(spark: SparkSession, path: str) -> str:
+    """``path`` as a fully qualified URI of its file system (``file:/abs/…``, ``s3a://…``).
+
+    Delta's SQL names a table by path only when the path is absolute: a relative one such as
+    ``demo-output/lake/events`` is read as a table *name* and refused. Hadoop qualifies it the
+    way every reader and writer resolves it (against the working directory locally, the user's
+    home on HDFS), so the table is the same one either way.
+    """
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return str(fs.makeQualified(hadoop_path).toString())
+
+
 def ensure_table(
     spark: SparkSession,
     path: str,
@@ -58,7 +72,7 @@ def ensure_table(
     table lacks (a new feature in features.yaml becomes a new, initially null, column rather than
     a failed MERGE)."""
     if not exists(spark, path):
-        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(schema)
+        builder = DeltaTable.createIfNotExists(spark).location(qualified(spark, path)).addColumns(schema)
         if partition_by:
             builder = builder.partitionedBy(*partition_by)
         for key, value in (properties or {}).items():
@@ -69,7 +83,7 @@ def ensure_table(
     missing = [f for f in schema.fields if f.name not in current]
     if missing:
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-        spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
+        spark.sql(f"ALTER TABLE delta.`{qualified(spark, path)}` ADD COLUMNS ({columns})")
     return False
 
 
