@@ -342,4 +342,10 @@ def test_the_cli_run_writes_every_anchor_and_exports_only_complete_rows(spark, l
         assert all(len(row) == len(manifest["columns"]) for row in lines)
         assert {row[1] for row in lines} <= {str(c) for c in codes["country"].values()}
         parquet = spark.read.parquet(str(export / split / "parquet"))
-        assert parquet.columns == [c["name"] for c in manifest["columns"]] and parquet.count() == len(lines)
+        keys = ["user_id", "anchor_session_id", "decision_time"]
+        assert manifest["key_columns"] == keys
+        assert parquet.columns == [c["name"] for c in manifest["columns"]] + keys and parquet.count() == len(lines)
+        # the keys name exactly the reference's complete decisions on this side of the cutoff
+        in_split = {k: r[1] for k, r in expected.items() if r[-1] and (r[1] >= cutoff) == (split == "validation")}
+        exported = {(r[0], r[1]): micros(r[2].isoformat()) for r in parquet.select(*keys).collect()}
+        assert exported == in_split

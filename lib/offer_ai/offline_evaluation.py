@@ -9,12 +9,12 @@ the data? — kept side by side so each checks the other:
 * on generated data, the simulator's *true* expected revenue of every candidate at each
   decision (``<raw>/_truth``): the exact value of any policy, and of the oracle that knows it.
 
-The validation rows come from the training export, which carries features, action and label
-but no keys. :func:`align_truth` therefore pairs them with the truth records by the export's
-row order (decision time, then user, then session — the order ``training_export`` writes) and
-*verifies* every pair by its features, offer and label, so a misalignment fails loudly rather
-than scoring the wrong decisions. When the rows do carry ``user_id`` and ``anchor_session_id``
-(or ``decision_time``), it joins on those instead.
+The validation rows come from the training export. Its Parquet copy carries the keys
+(``user_id``, ``anchor_session_id``, ``decision_time``), and :func:`align_truth` joins on them;
+the CSV copy has none, so rows read from it are paired with the truth records by the export's
+row order (decision time, then user, then session — the order ``training_export`` writes).
+Either way every pair is *verified* by its features, offer and label, so a misalignment fails
+loudly rather than scoring the wrong decisions.
 """
 
 from __future__ import annotations

@@ -4,13 +4,16 @@ The export (DESIGN §3, §7) holds only complete rows, split by decision time (t
 validation: later; never random), under `<root>/<run id>/`:
 
     train/csv/part-*.csv            label first, no header, categoricals as integer codes,
-    train/parquet/part-*.parquet    the same columns and values, with their names
+    train/parquet/part-*.parquet    the same columns and values, with their names, then the
+                                    keys user_id, anchor_session_id, decision_time
     validation/csv/ ... validation/parquet/ ...
     manifest.json                   columns, types, encodings, split, row counts, spec_version
 
 SageMaker's built-in XGBoost reads `train/csv/` as the `train` channel (text/csv, label in
 column 0, empty field = missing). manifest.json is written last: a folder without one is an
-unfinished export. The number of files grows with the rows (`rows_per_file`), so a cluster
+unfinished export. The keys are in the Parquet copy only (the CSV must be the model's
+columns alone): a reader joins rows back to their decisions by key, not by file order, and
+every consumer selects the manifest's columns by name. The number of files grows with the rows (`rows_per_file`), so a cluster
 writes in parallel and a laptop writes one file per split.
 """
 
@@ -35,6 +38,8 @@ from offer_ai.window_spec import WindowSpec
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
+#: Which decision a row is; after the model columns, in the Parquet copy only.
+KEY_COLUMNS = ("user_id", "anchor_session_id", "decision_time")
 #: More distinct values than this is not a category but an identifier: refuse, do not collect it.
 MAX_CATEGORIES = 10_000
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -172,9 +177,10 @@ def _export(
     for split in SPLITS:
         part = labelled.where(F.col("_split") == split)
         n_files = max(1, math.ceil(rows[split] / rows_per_file))
-        out = encode(part.repartitionByRange(n_files, *order).sortWithinPartitions(*order).select(*columns), encodings)
+        ordered = part.repartitionByRange(n_files, *order).sortWithinPartitions(*order)
+        out = encode(ordered.select(*columns, *KEY_COLUMNS), encodings)
         files[split] = {"csv": f"{base}/{split}/csv", "parquet": f"{base}/{split}/parquet"}
-        out.write.mode("overwrite").option("header", "false").option("nullValue", "").csv(files[split]["csv"])
+        out.select(*columns).write.mode("overwrite").option("header", "false").option("nullValue", "").csv(files[split]["csv"])
         out.write.mode("overwrite").parquet(files[split]["parquet"])
     manifest = {
         "format": "offer-ai training export",
@@ -184,6 +190,7 @@ def _export(
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "label": spec.label_name,
         "columns": described,
+        "key_columns": list(KEY_COLUMNS),  # Parquet only, after the columns
         "categorical_encodings": encodings,
         "split": {
             "by": "decision_time",
