@@ -66,19 +66,54 @@ def test_every_task_retries_and_has_a_timeout(dag):
     train = dag.get_task("train_sagemaker")
     assert train.retries == 1  # a failed job is looked at, not paid for three times
     assert train.execution_timeout == dt.timedelta(hours=4)  # > sagemaker.max_runtime_s (1 h by default) + queueing
+    assert "--timeout-seconds 13800" in train.bash_command  # the job gives up waiting first and prints its summary
     assert dag.get_task("weekly_retrain_gate").retries == 0
 
 
-@pytest.mark.parametrize(("ds", "weekday", "retrain"), [
-    ("2026-03-15", "sunday", True),    # 1 Jan 2026 is a Thursday, so 15 March is a Sunday
-    ("2026-03-14", "sunday", False),
-    ("2026-03-14", "saturday", True),
-    ("2026-03-22", "sunday", True),
-    ("2026-03-16", "sunday", False),
+class _Run:
+    """The two fields of a DagRun the DAG reads (what Airflow's context hands a task)."""
+
+    def __init__(self, data_interval_start: dt.datetime | None, run_after: dt.datetime) -> None:
+        self.data_interval_start, self.run_after = data_interval_start, run_after
+
+
+UTC = dt.timezone.utc
+SCHEDULED_14_MARCH = _Run(dt.datetime(2026, 3, 14, tzinfo=UTC), dt.datetime(2026, 3, 15, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(("interval_start", "run_after", "run_date", "day"), [
+    (dt.datetime(2026, 3, 14, tzinfo=UTC), dt.datetime(2026, 3, 15, tzinfo=UTC), "", "2026-03-14"),  # scheduled
+    (dt.datetime(2026, 3, 14, tzinfo=UTC), dt.datetime(2026, 3, 15, 9, 30, tzinfo=UTC), "", "2026-03-14"),  # manual, dated
+    (None, dt.datetime(2026, 3, 15, 9, 30, tzinfo=UTC), "", "2026-03-14"),  # manual, no logical date
+    (None, dt.datetime(2026, 3, 15, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))), "", "2026-03-13"),  # 22:30 UTC
+    (dt.datetime(2026, 3, 14, tzinfo=UTC), dt.datetime(2026, 3, 15, tzinfo=UTC), "2026-02-01", "2026-02-01"),  # by hand
 ])
-def test_the_retrain_gate_opens_on_the_configured_weekday_only(dag, ds, weekday, retrain):
+def test_a_run_processes_the_day_of_its_interval_or_the_one_it_names(dag, interval_start, run_after, run_date, day):
+    run_day = dag.user_defined_macros["run_day"]
+    assert run_day(_Run(interval_start, run_after), {"run_date": run_date}) == day
+
+
+def test_the_run_date_param_accepts_a_day_or_nothing(dag):
+    from airflow.sdk import Param
+
+    spec = dag.params.get_param("run_date")
+    for ok in ("", "2026-03-14"):
+        Param(ok, **{k: v for k, v in spec.schema.items() if k != "default"}).resolve()
+    with pytest.raises(Exception, match="does not match"):
+        Param("14/03/2026", **{k: v for k, v in spec.schema.items() if k != "default"}).resolve()
+
+
+@pytest.mark.parametrize(("day", "weekday", "retrain"), [
+    (dt.datetime(2026, 3, 15, tzinfo=UTC), "sunday", True),    # 1 Jan 2026 is a Thursday, so 15 March is a Sunday
+    (dt.datetime(2026, 3, 14, tzinfo=UTC), "sunday", False),
+    (dt.datetime(2026, 3, 14, tzinfo=UTC), "saturday", True),
+    (dt.datetime(2026, 3, 22, tzinfo=UTC), "sunday", True),
+    (dt.datetime(2026, 3, 16, tzinfo=UTC), "sunday", False),
+])
+def test_the_retrain_gate_opens_on_the_configured_weekday_only(dag, day, weekday, retrain):
     gate = dag.get_task("weekly_retrain_gate")
-    assert gate.python_callable(ds=ds, params={"retrain_weekday": weekday}) is retrain
+    run = _Run(day, day + dt.timedelta(days=1))
+    assert gate.python_callable(dag_run=run, params={"retrain_weekday": weekday, "run_date": ""}) is retrain
 
 
 def _render(dag, task_id: str, variables: dict[str, str] | None = None) -> str:
@@ -90,7 +125,7 @@ def _render(dag, task_id: str, variables: dict[str, str] | None = None) -> str:
         def get(self, key, default=None):
             return (variables or {}).get(key, default)
 
-    context = {"ds": "2026-03-14", "ds_nodash": "20260314", "params": params, "var": {"value": _Var()}}
+    context = {"dag_run": SCHEDULED_14_MARCH, "params": params, "var": {"value": _Var()}}
     # Airflow's own renderer, with the DAG's Jinja environment (what a worker does before running).
     return task.render_template(task.bash_command, context, jinja_env=dag.get_template_env())
 
@@ -104,6 +139,7 @@ def test_rendered_commands_carry_the_run_date_and_the_config(dag):
     assert "jobs/export_features.py --config conf/local.yaml" in _render(dag, "export_features")
     assert _render(dag, "train_sagemaker") == (
         f"cd {REPO} && .venv/bin/python jobs/train_sagemaker.py --config conf/local.yaml --run-id 20260314 --wait"
+        " --timeout-seconds 13800"
     )
 
 

@@ -6,11 +6,13 @@ and the SageMaker launch with the venv's python, against a temp lake and the mot
 (DynamoDB, S3 and SageMaker on one port). Expected values come from the raw files themselves
 (line counts, distinct users), not from the jobs.
 
-Days 1-8 are loaded before the run (the lake a nightly run finds); the run for day 9, a Friday,
-with retrain_weekday=friday, must load day 9, export its training rows under run id 20260109,
-write every user's features to DynamoDB and start one training job on that export. A second
-run for Saturday, with the Spark tasks marked successful without running (to keep CI short),
-checks that the gate skips the retrain and nothing else.
+Days 1-8 are loaded before the run (the lake a nightly run finds). The run at 00:00 on the
+10th (logical date 2026-01-10: Airflow infers the interval of the 9th, as the scheduler would
+give it) processes day 9, a Friday; with retrain_weekday=friday it must load day 9, export its
+training rows under run id 20260109, write every user's features to DynamoDB and start one
+training job on that export. The next run (the 10th, a Saturday), with the Spark tasks marked
+successful without running (to keep CI short), checks that the gate skips the retrain and
+nothing else.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def _run(world, day: str, weekday: str, *extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def retrain_day(world):
-    return _run(world, "2026-01-09", "friday")
+    return _run(world, "2026-01-10", "friday")
 
 
 def test_the_nightly_run_loads_the_day_exports_features_and_starts_the_retrain(world, retrain_day, spark):
@@ -133,7 +135,7 @@ def test_the_nightly_run_loads_the_day_exports_features_and_starts_the_retrain(w
 
 
 def test_on_other_days_the_gate_skips_the_retrain_and_nothing_else(world, retrain_day):
-    # 2026-01-10 is a Saturday. The Spark tasks are marked successful without running: this run is about the gate.
-    states = _run(world, "2026-01-10", "friday", "--mark-success-pattern", "^(sessionize|build_features|export_features)$")
+    # It processes 2026-01-10, a Saturday. The Spark tasks are marked successful without running: this run is about the gate.
+    states = _run(world, "2026-01-11", "friday", "--mark-success-pattern", "^(sessionize|build_features|export_features)$")
     assert states == {"sessionize": "success", "build_features": "success", "export_features": "success",
                       "weekly_retrain_gate": "success", "train_sagemaker": "skipped"}
