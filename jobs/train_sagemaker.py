@@ -3,8 +3,9 @@
 Takes <lake>/exports/training/<run id> (default: the newest complete export), uploads it to
 s3://<sagemaker.bucket>/<prefix>/exports/<run id>/ unless the lake is in S3 already, stages the
 code and starts the job with the `sagemaker` section's image, instance and hyperparameters.
-With --wait it then follows the job, one log line per status change, and exits 1 unless it
-completes. Not a Spark job: run it with the venv's python. The last stdout line is the JSON
+When a job on the same export is still running (a retried task), it follows that job instead
+of starting another. With --wait it follows the job, one log line per status change, and exits
+1 unless it completes (or when the wait times out: the job then runs on, and a rerun follows it). Not a Spark job: run it with the venv's python. The last stdout line is the JSON
 summary (job name, channels, output path, final status and model artifact).
 
 AWS access comes from the environment or the instance role; AWS_ENDPOINT_URL redirects every
@@ -19,6 +20,7 @@ from typing import Any
 from offer_ai.cli import JobFailed, job_parser, log, run_job
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
+from offer_ai.export_reader import RUN_ID, RUN_ID_RULE
 
 
 def _positive(text: str) -> float:
@@ -31,10 +33,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _run_id(text: str) -> str:
+    if not RUN_ID.match(text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a run id: {RUN_ID_RULE}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = job_parser("train_sagemaker", __doc__)
     add = parser.add_argument
-    add("--run-id", metavar="ID", help="train on <lake>/exports/training/ID (default: the newest complete export)")
+    add("--run-id", metavar="ID", type=_run_id, help="train on <lake>/exports/training/ID (default: the newest complete export)")
     add("--hyperparameter", metavar="NAME=VALUE", action="append", default=[], dest="hyperparameters",
         help="override one of sagemaker.hyperparameters for this job, e.g. num_round=300 (repeatable)")
     add("--wait", action="store_true", help="follow the job to its end; exit 1 unless it completes")
@@ -70,19 +78,23 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     log.info("train_sagemaker: export %s", export)
 
     result = launch.launch_training(settings, export, hyperparameters, wait=False, boto_session=session)
-    log.info("train_sagemaker: started %s (%s on %d x %s)", result.job_name, result.image_uri,
-             sm.instance_count, sm.instance_type)
+    log.info("train_sagemaker: %s %s (%s on %d x %s)", "following the running job" if result.reattached else "started",
+             result.job_name, result.image_uri, sm.instance_count, sm.instance_type)
     summary: dict[str, Any] = {
         "run_id": result.upload.run_id, "export": export, "job_name": result.job_name, "image": result.image_uri,
-        "hyperparameters": result.hyperparameters, "channels": result.channels, "output_path": result.output_path,
+        "reattached": result.reattached, "hyperparameters": result.hyperparameters, "channels": result.channels,
+        "output_path": result.output_path,
         "uploaded_objects": 0 if launch.is_s3(export) else len(result.upload.keys), "status": "InProgress",
     }
     if not args.wait:
         return summary
 
     timeout = args.timeout_seconds or sm.max_runtime_s + 3600
-    described = launch.wait_for_job(session.client("sagemaker"), result.job_name, poll_s=args.poll_seconds,
-                                    timeout_s=timeout, on_change=lambda line: log.info("train_sagemaker: %s", line))
+    try:
+        described = launch.wait_for_job(session.client("sagemaker"), result.job_name, poll_s=args.poll_seconds,
+                                        timeout_s=timeout, on_change=lambda line: log.info("train_sagemaker: %s", line))
+    except launch.WaitTimedOut as exc:
+        raise JobFailed(f"{exc} A rerun follows it.", summary) from None
     summary["status"] = described["TrainingJobStatus"]
     summary["model_artifact"] = described.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if summary["status"] != "Completed":

@@ -408,7 +408,10 @@ class _ScriptedSageMaker:
     def describe_training_job(self, TrainingJobName: str) -> dict:
         status, secondary = self.states[min(self.calls, len(self.states) - 1)]
         self.calls += 1
-        described = {"TrainingJobName": TrainingJobName, "TrainingJobStatus": status, "SecondaryStatus": secondary}
+        described = {"TrainingJobName": TrainingJobName, "TrainingJobStatus": status, "SecondaryStatus": secondary,
+                     # a job just created has no transition yet; later ones carry SageMaker's message
+                     "SecondaryStatusTransitions": [] if secondary == "Starting" else
+                     [{"Status": secondary, "StatusMessage": f"{secondary.lower()} message"}]}
         if status == "Failed":
             described["FailureReason"] = self.reason
         return described
@@ -422,7 +425,8 @@ def test_waiting_logs_each_status_change_once_and_returns_the_terminal_state():
     lines, sleeps = [], []
     described = wait_for_job(client, "job-1", poll_s=7, on_change=lines.append, sleep=sleeps.append)
     assert described["TrainingJobStatus"] == "Failed" and client.calls == 4
-    assert lines == ["job-1: InProgress / Starting", "job-1: InProgress / Training", "job-1: Failed / Failed"]
+    assert lines == ["job-1: InProgress / Starting", "job-1: InProgress / Training (training message)",
+                     "job-1: Failed / Failed (failed message)"]
     assert sleeps == [7, 7, 7]
 
 
@@ -451,3 +455,127 @@ def test_a_job_that_ends_failed_fails_the_task_with_its_reason(aws, tmp_path, mo
     assert code == 1
     assert summary["status"] == "Failed" and summary["run_id"] == "20260308"
     assert err.strip().endswith(f"train_sagemaker: error: training job {summary['job_name']} ended Failed: AlgorithmError: boom")
+
+
+def test_a_wait_that_times_out_fails_the_task_but_keeps_the_summary(aws, tmp_path, monkeypatch):
+    import boto3
+
+    from offer_ai import sagemaker_launch
+
+    bucket = _bucket(boto3.Session(region_name="us-east-1"))
+    write_export(tmp_path / "lake" / "exports" / "training", "20260308")
+    scripted = _ScriptedSageMaker([("InProgress", "Training")])
+    real_wait = sagemaker_launch.wait_for_job
+    monkeypatch.setattr(sagemaker_launch, "wait_for_job", lambda client, name, **kw: real_wait(scripted, name, **kw))
+    code, summary, err = run_in_process(load_job("train_sagemaker"), "--lake", str(tmp_path / "lake"),
+                                        "--set", f"sagemaker.bucket={bucket}", "--wait", "--poll-seconds", "0.01",
+                                        "--timeout-seconds", "0.05")
+    assert code == 1
+    assert summary["status"] == "InProgress" and summary["job_name"].startswith("offer-ai-xgboost-")
+    assert err.strip().endswith(f"train_sagemaker: error: Training job {summary['job_name']} is still InProgress "
+                                "after 0 s; it keeps running on SageMaker. A rerun follows it.")
+
+
+class _ListedJobs:
+    """ListTrainingJobs pages and DescribeTrainingJob answers for jobs moto cannot hold (still running)."""
+
+    def __init__(self, pages: list[list[tuple[str, str]]]) -> None:
+        self.pages, self.requests = pages, []
+
+    def list_training_jobs(self, **request) -> dict:
+        self.requests.append(request)
+        index = int(request.get("NextToken", 0))
+        page = {"TrainingJobSummaries": [{"TrainingJobName": name} for name, _ in self.pages[index]]}
+        if index + 1 < len(self.pages):
+            page["NextToken"] = str(index + 1)
+        return page
+
+    def describe_training_job(self, TrainingJobName: str) -> dict:
+        train = dict(job for page in self.pages for job in page)[TrainingJobName]
+        return {"TrainingJobName": TrainingJobName, "TrainingJobStatus": "InProgress",
+                "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": train}}}]}
+
+
+def test_a_running_job_on_the_same_export_is_found_across_pages():
+    from offer_ai.sagemaker_launch import find_running_job
+
+    ours = "s3://b/offer-ai/exports/20260308/train/parquet/"
+    client = _ListedJobs([[("offer-ai-xgboost-3", "s3://b/offer-ai/exports/20260315/train/parquet/")],
+                          [("offer-ai-xgboost-2", ours), ("offer-ai-xgboost-1", ours)]])
+    assert find_running_job(client, "offer-ai-xgboost", ours)["TrainingJobName"] == "offer-ai-xgboost-2"
+    assert client.requests[0] == {"NameContains": "offer-ai-xgboost", "StatusEquals": "InProgress",
+                                  "SortBy": "CreationTime", "SortOrder": "Descending"}
+    assert client.requests[1]["NextToken"] == "1"
+    assert find_running_job(client, "offer-ai-xgboost", "s3://b/offer-ai/exports/20260101/train/parquet/") is None
+
+
+def test_a_retry_follows_the_running_job_instead_of_starting_another(aws, tmp_path, monkeypatch):
+    import boto3
+
+    from offer_ai import sagemaker_launch
+
+    session = boto3.Session(region_name="us-east-1")
+    bucket = _bucket(session)
+    lake = tmp_path / "lake"
+    write_export(lake / "exports" / "training", "20260308")
+    first_code, first, err = run_in_process(load_job("train_sagemaker"), "--lake", str(lake),
+                                            "--set", f"sagemaker.bucket={bucket}")
+    assert first_code == 0, err
+    sagemaker = session.client("sagemaker")
+    running = {**sagemaker.describe_training_job(TrainingJobName=first["job_name"]), "TrainingJobStatus": "InProgress"}
+    seen = []
+
+    def still_running(client, base_job_name, train_uri):  # moto's jobs complete at once; this one has not
+        seen.append(train_uri)
+        return running if train_uri == first["channels"]["train"] else None
+
+    monkeypatch.setattr(sagemaker_launch, "find_running_job", still_running)
+    s3 = session.client("s3")
+    before = s3.list_objects_v2(Bucket=bucket)["KeyCount"]
+    jobs_before = len(sagemaker.list_training_jobs()["TrainingJobSummaries"])
+    code, summary, err = run_in_process(load_job("train_sagemaker"), "--lake", str(lake),
+                                        "--set", f"sagemaker.bucket={bucket}")
+    assert code == 0, err
+    assert seen == [f"s3://{bucket}/offer-ai/exports/20260308/train/parquet/"]
+    assert summary["reattached"] is True and summary["job_name"] == first["job_name"]
+    assert summary["channels"] == first["channels"] and summary["uploaded_objects"] == 0
+    assert len(sagemaker.list_training_jobs()["TrainingJobSummaries"]) == jobs_before  # no second job
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == before                       # nothing uploaded again
+
+
+def test_uploading_a_rebuilt_export_leaves_no_part_of_the_last_upload(aws, tmp_path):
+    import boto3
+
+    from offer_ai.sagemaker_launch import upload_export
+
+    s3 = boto3.Session(region_name="us-east-1").client("s3")
+    bucket = _bucket(boto3.Session(region_name="us-east-1"))
+    export = write_export(tmp_path / "first", "20260308")
+    upload_export(export, bucket, "offer-ai", s3)
+    for split in ("train", "validation"):  # a rebuild: Spark names its part files anew each time
+        old = export / split / "parquet" / "part-00000-x.snappy.parquet"
+        old.rename(old.with_name("part-00000-y.snappy.parquet"))
+    uploaded = upload_export(export, bucket, "offer-ai", s3)
+    listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="offer-ai/exports/")["Contents"])
+    assert listed == sorted(uploaded.keys) == [
+        "offer-ai/exports/20260308/manifest.json",
+        "offer-ai/exports/20260308/train/parquet/part-00000-y.snappy.parquet",
+        "offer-ai/exports/20260308/validation/parquet/part-00000-y.snappy.parquet",
+    ]
+
+
+def test_unreadable_s3_exports_and_bad_run_ids_are_refused_in_a_sentence(aws, tmp_path):
+    import boto3
+
+    from offer_ai.sagemaker_launch import s3_export
+
+    s3 = boto3.Session(region_name="us-east-1").client("s3")
+    with pytest.raises(UserError, match=r"^Cannot read s3://no-such-bucket-x/exports/r1/manifest.json: NoSuchBucket"):
+        s3_export("s3://no-such-bucket-x/exports/r1", s3)
+    bucket = _bucket(boto3.Session(region_name="us-east-1"))
+    s3.put_object(Bucket=bucket, Key="exports/r1/manifest.json", Body=b"{not json")
+    with pytest.raises(UserError, match=r"exports/r1/manifest.json is not an offer-ai training export manifest"):
+        s3_export(f"s3://{bucket}/exports/r1", s3)
+    code, summary, err = run_in_process(load_job("train_sagemaker"), "--lake", str(tmp_path), "--run-id", "../x")
+    assert code == 2 and summary is None
+    assert "argument --run-id: '../x' is not a run id: letters, digits, '.', '_' or '-'" in err

@@ -14,6 +14,7 @@ imports it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ import pandas as pd
 from offer_ai.errors import UserError
 
 MANIFEST = "manifest.json"
+#: What a run id may be: it names a folder under exports/training/ and an S3 prefix.
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RUN_ID_RULE = "letters, digits, '.', '_' or '-' (at most 128), starting with a letter or digit"
 FORMATS = ("parquet", "csv")
 _SUFFIXES = {"parquet": (".parquet",), "csv": (".csv",)}
 

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from botocore.exceptions import ClientError
+
 from offer_ai.config import SageMakerSettings, Settings
 from offer_ai.errors import UserError
 from offer_ai import export_reader
@@ -161,6 +163,24 @@ def latest_export(lake_root: str | Path, s3_client: Any = None) -> str:
     return f"{root}/{newest['Key'][len(prefix):].split('/')[0]}"
 
 
+def upload_base(export_dir: Path, prefix: str) -> tuple[str, str]:
+    """(run id, key prefix) a local export is uploaded under: ``<prefix>/exports/<run id>``."""
+    manifest = read_manifest(export_dir)
+    run_id = str(manifest.get("run_id") or export_dir.name)
+    return run_id, f"{prefix.strip('/')}/exports/{run_id}".lstrip("/")
+
+
+def _delete_prefix(s3_client: Any, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix`` (1,000 per request, as DeleteObjects allows)."""
+    deleted = 0
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        for start in range(0, len(objects), 1000):
+            s3_client.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000], "Quiet": True})
+        deleted += len(objects)
+    return deleted
+
+
 def upload_export(
     export_dir: str | Path,
     bucket: str,
@@ -171,13 +191,14 @@ def upload_export(
     """Upload one export's ``data_format`` part files and manifest; return the channel URIs.
 
     Only the part files travel (no Spark ``_SUCCESS``/``.crc`` side files, which a reader
-    would take for data), under ``<prefix>/exports/<run id>/<split>/<format>/``. The manifest
-    goes last, as in the export itself: a prefix without one is an unfinished upload.
+    would take for data), under ``<prefix>/exports/<run id>/<split>/<format>/``, which is
+    emptied first: a rebuilt export must not train beside the parts of the last upload. The
+    manifest goes last, as in the export itself: a prefix without one is an unfinished upload.
     """
     export_dir = Path(export_dir)
-    manifest = read_manifest(export_dir)
-    run_id = str(manifest.get("run_id") or export_dir.name)
-    base = f"{prefix.strip('/')}/exports/{run_id}".lstrip("/")
+    run_id, base = upload_base(export_dir, prefix)
+    # A rebuilt export has new part-file names: what an earlier upload left would join the channel.
+    _delete_prefix(s3_client, bucket, base + "/")
     keys: list[str] = []
     channels: dict[str, str] = {}
     for split in SPLITS:
@@ -205,10 +226,16 @@ def s3_export(export_uri: str, s3_client: Any, data_format: str = "parquet") -> 
     bucket, key = split_s3_uri(base)
     try:
         body = s3_client.get_object(Bucket=bucket, Key=f"{key}/{MANIFEST}")["Body"].read()
-    except s3_client.exceptions.NoSuchKey:
-        raise UserError(f"There is no export manifest at {base}/{MANIFEST}: the export is missing or unfinished.") from None
-    manifest = json.loads(body)
-    if manifest.get("format") != "offer-ai training export":
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404"):
+            raise UserError(f"There is no export manifest at {base}/{MANIFEST}: the export is missing or unfinished.") from None
+        raise UserError(f"Cannot read {base}/{MANIFEST}: {code or exc} (check the bucket and this role's S3 access).") from None
+    try:
+        manifest = json.loads(body)
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != "offer-ai training export":
         raise UserError(f"{base}/{MANIFEST} is not an offer-ai training export manifest.")
     channels: dict[str, str] = {}
     keys: list[str] = []
@@ -313,6 +340,29 @@ class LaunchResult:
     output_path: str
     upload: UploadedExport
     trainer: Any = field(repr=False, default=None)
+    #: True when a job on the same export was still running and was followed, not started again.
+    reattached: bool = False
+
+
+def find_running_job(client: Any, base_job_name: str, train_uri: str) -> dict[str, Any] | None:
+    """The newest InProgress job named ``<base_job_name>-…`` whose train channel is ``train_uri``.
+
+    What lets a retried task follow the job its first try started (the wait timed out, the
+    worker died) instead of paying for a second one on the same data.
+    """
+    request: dict[str, Any] = {"NameContains": base_job_name, "StatusEquals": "InProgress",
+                               "SortBy": "CreationTime", "SortOrder": "Descending"}
+    while True:
+        page = client.list_training_jobs(**request)
+        for summary in page.get("TrainingJobSummaries", []):
+            described = client.describe_training_job(TrainingJobName=summary["TrainingJobName"])
+            channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+                        for c in described.get("InputDataConfig", [])}
+            if channels.get("train") == train_uri:
+                return described
+        if not page.get("NextToken"):
+            return None
+        request["NextToken"] = page["NextToken"]
 
 
 def launch_training(
@@ -326,8 +376,10 @@ def launch_training(
 ) -> LaunchResult:
     """Upload the export (unless it is in S3 already), stage the code and create the training job.
 
-    ``wait`` uses the SDK's own waiter (a console panel); a scheduler should rather pass
-    ``wait=False`` and call :func:`wait_for_job`, which logs plain lines.
+    When a job on the same export (same train channel) is still running, nothing is uploaded
+    or created: the result names that job, with ``reattached`` set. ``wait`` uses the SDK's
+    own waiter (a console panel); a scheduler should rather pass ``wait=False`` and call
+    :func:`wait_for_job`, which logs plain lines.
     """
     from sagemaker.core.training.configs import InputData
 
@@ -335,11 +387,25 @@ def launch_training(
     _, bucket = _require(sm)
     session = sagemaker_session(sm, boto_session)
     s3 = session.boto_session.client("s3")
-    if is_s3(export_dir):
-        upload = s3_export(str(export_dir), s3, sm.data_format)
-    else:
-        upload = upload_export(local_path(export_dir), bucket, sm.prefix, s3, sm.data_format)
     params = training_hyperparameters(sm, hyperparameters)
+    in_s3 = s3_export(str(export_dir), s3, sm.data_format) if is_s3(export_dir) else None
+    if in_s3 is not None:
+        run_id, base_uri = in_s3.run_id, in_s3.base_uri
+    else:
+        run_id, base = upload_base(local_path(export_dir), sm.prefix)
+        base_uri = s3_uri(bucket, base + "/")
+    train_uri = f"{base_uri}train/{sm.data_format}/"
+    running = find_running_job(session.boto_session.client("sagemaker"), sm.base_job_name, train_uri)
+    if running is not None:
+        channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in running["InputDataConfig"]
+                    if c["ChannelName"] in (*SPLITS, "manifest")}
+        return LaunchResult(
+            job_name=running["TrainingJobName"], image_uri=running["AlgorithmSpecification"]["TrainingImage"],
+            hyperparameters=dict(running.get("HyperParameters", {})), channels=channels,
+            output_path=running["OutputDataConfig"]["S3OutputPath"], reattached=True,
+            upload=UploadedExport(run_id=run_id, base_uri=base_uri, channels=channels, keys=()),
+        )
+    upload = in_s3 or upload_export(local_path(export_dir), bucket, sm.prefix, s3, sm.data_format)
     with tempfile.TemporaryDirectory(prefix="offer-ai-source-") as tmp:
         source_dir = build_source_dir(Path(tmp) / "source", settings.offers_path)
         trainer = build_model_trainer(settings, source_dir, params, session=session)
@@ -358,6 +424,10 @@ def launch_training(
 
 
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
+
+
+class WaitTimedOut(UserError):
+    """The wait ended before the job did; the job goes on (it has its own max runtime)."""
 
 
 def wait_for_job(
@@ -381,13 +451,13 @@ def wait_for_job(
         described = client.describe_training_job(TrainingJobName=job_name)
         status, secondary = described["TrainingJobStatus"], described.get("SecondaryStatus", "")
         if (status, secondary) != last and on_change is not None:
-            message = described.get("SecondaryStatusTransitions", [{}])[-1].get("StatusMessage", "")
+            message = (described.get("SecondaryStatusTransitions") or [{}])[-1].get("StatusMessage", "")
             on_change(f"{job_name}: {status} / {secondary}" + (f" ({message})" if message else ""))
         last = (status, secondary)
         if status in TERMINAL_STATUSES:
             return described
         if timeout_s is not None and clock() - started >= timeout_s:
-            raise UserError(f"Training job {job_name} is still {status} after {timeout_s:.0f} s; it keeps running on SageMaker.")
+            raise WaitTimedOut(f"Training job {job_name} is still {status} after {timeout_s:.0f} s; it keeps running on SageMaker.")
         sleep(poll_s)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from pyspark.sql.types import BooleanType, DataType, NumericType, StringType
 
 from offer_ai import lake
 from offer_ai.errors import UserError
+from offer_ai.export_reader import RUN_ID, RUN_ID_RULE
 from offer_ai.training import from_micros
 from offer_ai.window_spec import WindowSpec
 
@@ -42,7 +42,6 @@ SPLITS = ("train", "validation")
 KEY_COLUMNS = ("user_id", "anchor_session_id", "decision_time")
 #: More distinct values than this is not a category but an identifier: refuse, do not collect it.
 MAX_CATEGORIES = 10_000
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -140,10 +139,8 @@ def export_training(
 ) -> ExportResult:
     """Write the complete rows of `examples` (a `training_examples` table) as train/validation
     CSV + Parquet and the manifest under `<root>/<run_id>/`; rewriting that folder if it exists."""
-    if not _RUN_ID.match(run_id):
-        raise UserError(
-            f"Run id '{run_id}' must be letters, digits, '.', '_' or '-' (at most 128), starting with a letter or digit."
-        )
+    if not RUN_ID.match(run_id):
+        raise UserError(f"Run id '{run_id}' must be {RUN_ID_RULE}.")
     base = f"{root.rstrip('/')}/{run_id}"
     _delete(spark, f"{base}/{MANIFEST}")  # from here until the new manifest, the folder is unfinished
     # read by several small actions (span, categories, counts) and two writes per split: once
