@@ -23,10 +23,27 @@ from offer_ai.offers import load_offers
 from offer_ai.online_store import OnlineFeatureReader
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'")
+def _whole_number(text: str, minimum: int) -> int:
+    # isdecimal, not isdigit: '²' is a digit that int() refuses.
+    if not text.isdecimal() or int(text) < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got '{text}'")
     return int(text)
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _seed(text: str) -> int:
+    """numpy's default_rng takes only a non-negative seed."""
+    return _whole_number(text, 0)
+
+
+def _user_id(text: str) -> str:
+    """DynamoDB refuses an empty key value (ValidationException), so an empty id stops here."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a non-empty user id, got '{text}'")
+    return text
 
 
 def _probability(text: str) -> float:
@@ -42,10 +59,10 @@ def _probability(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = job_parser("decide_offers", __doc__)
     parser.add_argument("--model", metavar="DIR", help="model folder (model.json + metadata.json), e.g. <output_dir>/model of notebook 02 (required)")
-    parser.add_argument("--user", metavar="ID", action="append", default=[], dest="users", help="a user to decide for (repeatable)")
+    parser.add_argument("--user", metavar="ID", type=_user_id, action="append", default=[], dest="users", help="a user to decide for (repeatable)")
     parser.add_argument("--sample", metavar="N", type=_positive_int, help="also decide for N users taken from the features table")
     parser.add_argument("--epsilon", type=_probability, default=0.1, help="exploration rate of the ε-greedy policy (default: 0.1)")
-    parser.add_argument("--seed", type=int, help="seed of the policy's draws (default: a fresh one, reported in the summary)")
+    parser.add_argument("--seed", type=_seed, help="seed of the policy's draws, a whole number >= 0 (default: a fresh one, reported in the summary)")
     return parser
 
 

@@ -270,6 +270,35 @@ def test_job_user_errors_exit_2_with_one_sentence(dynamodb_table, model_dir, dec
     assert "Traceback" not in err
 
 
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        # numpy's default_rng refused a negative seed with a ValueError traceback.
+        (["--user", "u", "--seed", "-1"], "argument --seed: expected a whole number >= 0, got '-1'"),
+        (["--user", "u", "--seed", "1.5"], "argument --seed: expected a whole number >= 0, got '1.5'"),
+        # An empty key reached DynamoDB and came back as a ClientError (ValidationException) traceback.
+        (["--user", ""], "argument --user: expected a non-empty user id, got ''"),
+        (["--user", "u", "--user", "  "], "argument --user: expected a non-empty user id, got '  '"),
+    ],
+)
+def test_job_refuses_a_negative_seed_and_an_empty_user_id_with_exit_2_and_one_line(model_dir, decide_job, args, message):
+    # Refused while parsing, before any DynamoDB call: the endpoint below need not answer.
+    url = f"http://127.0.0.1:{free_port()}"
+    code, summary, err = run_in_process(decide_job, "--model", str(model_dir), *args,
+                                        "--set", f"online_store.endpoint_url={url}")
+    assert (code, summary) == (2, None)
+    assert err.strip().splitlines()[-1] == f"decide_offers: error: {message}"
+    assert "Traceback" not in err
+
+
+def test_job_accepts_seed_zero(dynamodb_table, model_dir, decide_job):
+    write_items([item("us-1", "US")], dynamodb_table)
+    code, summary, err = run_in_process(decide_job, "--model", str(model_dir), "--user", "us-1", "--seed", "0",
+                                        *store_args(dynamodb_table))
+    assert code == 0, err
+    assert summary["seed"] == 0 and summary["users"] == 1
+
 def test_job_with_no_dynamodb_answering_names_the_make_target(model_dir, decide_job):
     url = f"http://127.0.0.1:{free_port()}"
     code, _, err = run_in_process(decide_job, "--model", str(model_dir), "--user", "u", "--set", f"online_store.endpoint_url={url}")
