@@ -64,6 +64,11 @@ def find_manifest(*folders: str | Path | None) -> Path:
     raise UserError(f"No {MANIFEST} found (looked at {', '.join(tried) or 'nothing'}); pass --manifest.")
 
 
+def is_part_file(name: str, fmt: str) -> bool:
+    """A data file of format ``fmt``, not one of Spark's ``_SUCCESS``/``.crc`` side files."""
+    return not name.startswith((".", "_")) and name.endswith(_SUFFIXES[fmt])
+
+
 def part_files(folder: str | Path, fmt: str = "auto") -> tuple[str, list[Path]]:
     """(format, data files) of one split folder, in name order (the export's row order).
 
@@ -83,7 +88,7 @@ def part_files(folder: str | Path, fmt: str = "auto") -> tuple[str, list[Path]]:
             if place.is_dir():
                 files = sorted(
                     p for p in place.iterdir()
-                    if p.is_file() and not p.name.startswith((".", "_")) and p.name.endswith(_SUFFIXES[kind])
+                    if p.is_file() and is_part_file(p.name, kind)
                 )
                 if files:
                     return kind, files

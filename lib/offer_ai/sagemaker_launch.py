@@ -29,7 +29,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from botocore.exceptions import ClientError
 from offer_ai.config import SageMakerSettings, Settings
 from offer_ai.errors import UserError
 from offer_ai import export_reader
-from offer_ai.export_reader import MANIFEST, part_files, read_manifest
+from offer_ai.export_reader import MANIFEST, is_part_file, part_files, read_manifest
 
 if TYPE_CHECKING:  # the SDK takes seconds to import: only when a launch is asked for
     import boto3
@@ -133,15 +133,16 @@ def local_path(location: str | Path) -> Path:
     return Path(text)
 
 
-def _manifest_keys(s3_client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
-    """Objects ``<prefix><run id>/manifest.json`` (one level down only), as list_objects_v2 returns them."""
-    found = []
+def _objects(s3_client: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every object under ``prefix``, as list_objects_v2 describes them, across its pages."""
     for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            rest = obj["Key"][len(prefix):]
-            if rest.count("/") == 1 and rest.endswith("/" + MANIFEST):
-                found.append(obj)
-    return found
+        yield from page.get("Contents", [])
+
+
+def _manifest_keys(s3_client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Objects ``<prefix><run id>/manifest.json`` (one level down only)."""
+    return [obj for obj in _objects(s3_client, bucket, prefix)
+            if obj["Key"][len(prefix):].count("/") == 1 and obj["Key"].endswith("/" + MANIFEST)]
 
 
 def latest_export(lake_root: str | Path, s3_client: Any = None) -> str:
@@ -172,13 +173,10 @@ def upload_base(export_dir: Path, prefix: str) -> tuple[str, str]:
 
 def _delete_prefix(s3_client: Any, bucket: str, prefix: str) -> int:
     """Delete every object under ``prefix`` (1,000 per request, as DeleteObjects allows)."""
-    deleted = 0
-    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        for start in range(0, len(objects), 1000):
-            s3_client.delete_objects(Bucket=bucket, Delete={"Objects": objects[start:start + 1000], "Quiet": True})
-        deleted += len(objects)
-    return deleted
+    keys = [{"Key": obj["Key"]} for obj in _objects(s3_client, bucket, prefix)]
+    for start in range(0, len(keys), 1000):
+        s3_client.delete_objects(Bucket=bucket, Delete={"Objects": keys[start:start + 1000], "Quiet": True})
+    return len(keys)
 
 
 def upload_export(
@@ -241,9 +239,8 @@ def s3_export(export_uri: str, s3_client: Any, data_format: str = "parquet") -> 
     keys: list[str] = []
     for split in SPLITS:
         prefix = f"{key}/{split}/{data_format}/"
-        listed = s3_client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-        parts = [o["Key"] for o in listed if o["Key"].endswith(f".{data_format}")
-                 and not o["Key"].rsplit("/", 1)[-1].startswith(("_", "."))]
+        parts = [o["Key"] for o in _objects(s3_client, bucket, prefix)
+                 if is_part_file(o["Key"].rsplit("/", 1)[-1], data_format)]
         if not parts:
             raise UserError(f"{s3_uri(bucket, prefix)} holds no {data_format} part files.")
         keys += parts
@@ -344,6 +341,11 @@ class LaunchResult:
     reattached: bool = False
 
 
+def _channel_uris(described: Mapping[str, Any]) -> dict[str, str]:
+    """Channel name -> S3 URI of a DescribeTrainingJob answer."""
+    return {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in described.get("InputDataConfig", [])}
+
+
 def find_running_job(client: Any, base_job_name: str, train_uri: str) -> dict[str, Any] | None:
     """The newest InProgress job named ``<base_job_name>-…`` whose train channel is ``train_uri``.
 
@@ -356,9 +358,7 @@ def find_running_job(client: Any, base_job_name: str, train_uri: str) -> dict[st
         page = client.list_training_jobs(**request)
         for summary in page.get("TrainingJobSummaries", []):
             described = client.describe_training_job(TrainingJobName=summary["TrainingJobName"])
-            channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
-                        for c in described.get("InputDataConfig", [])}
-            if channels.get("train") == train_uri:
+            if _channel_uris(described).get("train") == train_uri:
                 return described
         if not page.get("NextToken"):
             return None
@@ -397,8 +397,7 @@ def launch_training(
     train_uri = f"{base_uri}train/{sm.data_format}/"
     running = find_running_job(session.boto_session.client("sagemaker"), sm.base_job_name, train_uri)
     if running is not None:
-        channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in running["InputDataConfig"]
-                    if c["ChannelName"] in (*SPLITS, "manifest")}
+        channels = {name: uri for name, uri in _channel_uris(running).items() if name in (*SPLITS, "manifest")}
         return LaunchResult(
             job_name=running["TrainingJobName"], image_uri=running["AlgorithmSpecification"]["TrainingImage"],
             hyperparameters=dict(running.get("HyperParameters", {})), channels=channels,
@@ -444,7 +443,7 @@ def wait_for_job(
 
     Each change of (status, secondary status) goes to ``on_change`` as one line, so a
     scheduler's log shows where a long job is (Starting, Downloading, Training, Uploading …).
-    Raises UserError after ``timeout_s`` (the job keeps running: it has its own max runtime).
+    Raises :class:`WaitTimedOut` after ``timeout_s`` (the job keeps running: it has its own max runtime).
     """
     started, last = clock(), None
     while True:
