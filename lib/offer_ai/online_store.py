@@ -623,14 +623,15 @@ class OnlineFeatureReader:
             self.client = make_client(self.store, max_attempts=self.options.max_attempts)
         self._deserialize = TypeDeserializer().deserialize
 
+    def _expired(self, raw: Mapping[str, Any]) -> bool:
+        """Past its TTL: DynamoDB deletes such items late (up to days), so a read must skip them itself."""
+        expires_at = raw.get(TTL_ATTRIBUTE, {}).get("N")
+        return expires_at is not None and Decimal(expires_at) <= Decimal(str(self.clock()))
+
     def _features(self, user_id: str, raw: Mapping[str, Any] | None) -> dict[str, Any]:
-        if raw is None:
+        if raw is None or self._expired(raw):
             return default_features(user_id)
-        item = {name: self._deserialize(value) for name, value in raw.items()}
-        expires_at = item.get(TTL_ATTRIBUTE)
-        if isinstance(expires_at, Decimal) and expires_at <= Decimal(str(self.clock())):
-            return default_features(user_id)
-        return decode_item(item)
+        return decode_item({name: self._deserialize(value) for name, value in raw.items()})
 
     def get(self, user_id: str) -> dict[str, Any]:
         """GetItem for one user."""
@@ -714,10 +715,8 @@ class OnlineFeatureReader:
                 if _error_code(exc) == "ResourceNotFoundException":
                     raise _missing_table(self.store) from None
                 raise
-            now = Decimal(str(self.clock()))
             for raw in response.get("Items", []):
-                expires_at = raw.get(TTL_ATTRIBUTE, {}).get("N")
-                if expires_at is not None and Decimal(expires_at) <= now:
+                if self._expired(raw):
                     continue
                 uid = raw[KEY_ATTRIBUTE]["S"]
                 if uid not in ids:
