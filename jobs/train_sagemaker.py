@@ -5,8 +5,9 @@ s3://<sagemaker.bucket>/<prefix>/exports/<run id>/ unless the lake is in S3 alre
 code and starts the job with the `sagemaker` section's image, instance and hyperparameters.
 When a job on the same export is still running (a retried task), it follows that job instead
 of starting another. With --wait it follows the job, one log line per status change, and exits
-1 unless it completes (or when the wait times out: the job then runs on, and a rerun follows it). Not a Spark job: run it with the venv's python. The last stdout line is the JSON
-summary (job name, channels, output path, final status and model artifact).
+1 unless it completes (or when the wait times out: the job then runs on, and a rerun follows
+it). Not a Spark job: run it with the venv's python. The last stdout line is the JSON summary
+(job name, channels, output path, final status and model artifact).
 
 AWS access comes from the environment or the instance role; AWS_ENDPOINT_URL redirects every
 client (the tests point it at a moto server).

@@ -13,8 +13,8 @@ SageMaker's built-in XGBoost reads `train/csv/` as the `train` channel (text/csv
 column 0, empty field = missing). manifest.json is written last: a folder without one is an
 unfinished export. The keys are in the Parquet copy only (the CSV must be the model's
 columns alone): a reader joins rows back to their decisions by key, not by file order, and
-every consumer selects the manifest's columns by name. The number of files grows with the rows (`rows_per_file`), so a cluster
-writes in parallel and a laptop writes one file per split.
+every consumer selects the manifest's columns by name. The number of files grows with the
+rows (`rows_per_file`), so a cluster writes in parallel and a laptop writes one file per split.
 """
 
 from __future__ import annotations
@@ -32,11 +32,10 @@ from pyspark.sql.types import BooleanType, DataType, NumericType, StringType
 
 from offer_ai import lake
 from offer_ai.errors import UserError
-from offer_ai.export_reader import RUN_ID, RUN_ID_RULE
+from offer_ai.export_reader import MANIFEST, RUN_ID, RUN_ID_RULE
 from offer_ai.training import from_micros
 from offer_ai.window_spec import WindowSpec
 
-MANIFEST = "manifest.json"
 SPLITS = ("train", "validation")
 #: Which decision a row is; after the model columns, in the Parquet copy only.
 KEY_COLUMNS = ("user_id", "anchor_session_id", "decision_time")
