@@ -53,13 +53,13 @@ constraints: venv
 	  { sed -n '1,2p' constraints.txt; cat constraints.new; } > constraints.tmp && mv constraints.tmp constraints.txt && rm constraints.new
 
 dynamodb-start: venv
-	$(BIN)/python -m offer_ai.local_dynamodb start --port $(DYNAMODB_PORT) --state-dir .offer_ai_build
+	$(BIN)/python -m offer_ai.online.local_dynamodb start --port $(DYNAMODB_PORT) --state-dir .offer_ai_build
 
 dynamodb-stop:
-	@if [[ -x $(BIN)/python ]]; then $(BIN)/python -m offer_ai.local_dynamodb stop --port $(DYNAMODB_PORT) --state-dir .offer_ai_build; fi
+	@if [[ -x $(BIN)/python ]]; then $(BIN)/python -m offer_ai.online.local_dynamodb stop --port $(DYNAMODB_PORT) --state-dir .offer_ai_build; fi
 
 dynamodb-status: venv
-	@$(BIN)/python -m offer_ai.local_dynamodb status --port $(DYNAMODB_PORT) --state-dir .offer_ai_build
+	@$(BIN)/python -m offer_ai.online.local_dynamodb status --port $(DYNAMODB_PORT) --state-dir .offer_ai_build
 
 clean: dynamodb-stop
 	rm -rf lake $(DEMO_DIR) .offer_ai_build spark-warehouse metastore_db derby.log .pytest_cache

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from offer_ai.offers import load_offers
-from offer_ai.simulation import GeneratorOptions, generate
+from offer_ai.model.offers import load_offers
+from offer_ai.sim.simulation import GeneratorOptions, generate
 
 
 def _cpu_seconds() -> float:

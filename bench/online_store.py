@@ -17,9 +17,9 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from offer_ai import local_dynamodb
 from offer_ai.config import OnlineStoreSettings
-from offer_ai.online_store import OnlineFeatureReader, WriteStats, ensure_table, write_items
+from offer_ai.online import local_dynamodb
+from offer_ai.online.store import OnlineFeatureReader, WriteStats, ensure_table, write_items
 
 AS_OF = dt.datetime(2026, 1, 28, tzinfo=dt.timezone.utc)
 

@@ -18,11 +18,12 @@ from offer_ai import lake
 from offer_ai.cli import job_parser, log, run_job
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
-from offer_ai.feature_spec import load_feature_spec
+from offer_ai.features.spec_check import check_spec
+from offer_ai.features.training import anchor_candidates, latest_event_time, required_session_columns, training_examples
+from offer_ai.features.training_export import default_run_id, export_training, write_training_examples
+from offer_ai.features.window_spec import load_window_spec
+from offer_ai.ingest.feature_spec import load_feature_spec
 from offer_ai.spark import build_spark
-from offer_ai.training import anchor_candidates, latest_event_time, required_session_columns, training_examples
-from offer_ai.training_export import default_run_id, export_training, write_training_examples
-from offer_ai.window_spec import load_window_spec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +43,7 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     if not 0.0 < fraction < 1.0:
         raise UserError(f"--validation-fraction must be between 0 and 1, exclusive (got {fraction}).")
     spark = build_spark(settings, app_name="offer-ai build_features")
-    spec.features.check(spark)
-    spec.check(spark)  # a bad anchor/window/label entry fails here, before any data is read
+    check_spec(spark, spec)  # a bad anchor/window/label entry fails here, before any data is read
 
     paths = {name: settings.table_path(name) for name in ("sessions", "events", "training_examples")}
     for name in ("sessions", "events"):

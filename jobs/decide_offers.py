@@ -14,13 +14,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from offer_ai import decisions
 from offer_ai.cli import job_parser, log, run_job
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
-from offer_ai.model import OfferModel
-from offer_ai.offers import load_offers
-from offer_ai.online_store import OnlineFeatureReader
+from offer_ai.model.model import OfferModel
+from offer_ai.model.offers import load_offers
+from offer_ai.online import decisions
+from offer_ai.online.store import OnlineFeatureReader
 
 
 def _whole_number(text: str, minimum: int) -> int:

@@ -16,14 +16,17 @@ from typing import Any
 
 from pyspark.sql import functions as F
 
-from offer_ai import lake, online_export, online_store
+from offer_ai import lake
 from offer_ai.cli import job_parser, log, run_job
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
-from offer_ai.feature_spec import load_feature_spec
+from offer_ai.features.spec_check import check_spec
+from offer_ai.features.training import features_as_of, latest_event_time
+from offer_ai.features.window_spec import load_window_spec
+from offer_ai.ingest.feature_spec import load_feature_spec
+from offer_ai.online import export as online_export
+from offer_ai.online import store as online_store
 from offer_ai.spark import build_spark
-from offer_ai.training import features_as_of, latest_event_time
-from offer_ai.window_spec import load_window_spec
 
 
 def _utc_time(text: str) -> dt.datetime:
@@ -45,8 +48,7 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     spec = load_window_spec(load_feature_spec(settings.features_path))
     store = settings.online_store
     spark = build_spark(settings, app_name="offer-ai export_features")
-    spec.features.check(spark)
-    spec.check(spark)
+    check_spec(spark, spec)
     paths = {name: settings.table_path(name) for name in ("sessions", "events", "online_features")}
     for name in ("sessions", "events"):
         if not lake.exists(spark, paths[name]):

@@ -11,13 +11,13 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from offer_ai import ingest
 from offer_ai.cli import JobFailed, job_parser, log, run_job
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
-from offer_ai.events import parse_lines
-from offer_ai.feature_spec import load_feature_spec
-from offer_ai.raw_files import list_input_files, read_lines
+from offer_ai.ingest import sessionize as ingest
+from offer_ai.ingest.events import parse_lines
+from offer_ai.ingest.feature_spec import load_feature_spec
+from offer_ai.ingest.raw_files import list_input_files, read_lines
 from offer_ai.spark import build_spark
 
 

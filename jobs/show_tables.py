@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from offer_ai import lake
 from offer_ai.cli import job_parser, log, run_job
 from offer_ai.config import Settings
-from offer_ai import lake
 from offer_ai.spark import build_spark
 
 #: DESIGN §3's tables, in pipeline order.

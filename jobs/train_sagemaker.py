@@ -21,7 +21,7 @@ from typing import Any
 from offer_ai.cli import JobFailed, job_parser, log, run_job
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
-from offer_ai.export_reader import RUN_ID, RUN_ID_RULE
+from offer_ai.features.export_reader import RUN_ID, RUN_ID_RULE
 
 
 def _positive(text: str) -> float:
@@ -66,7 +66,7 @@ def _hyperparameters(pairs: list[str]) -> dict[str, str]:
 def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     import boto3
 
-    from offer_ai import sagemaker_launch as launch
+    from offer_ai.model import sagemaker_launch as launch
 
     sm = settings.sagemaker
     hyperparameters = _hyperparameters(args.hyperparameters)

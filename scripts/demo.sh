@@ -53,8 +53,8 @@ PY
 
 # The online store: a local DynamoDB (moto server) on 127.0.0.1, stopped again on the way out.
 port="${DEMO_DYNAMODB_PORT:-5055}"
-$py -m offer_ai.local_dynamodb start --port "$port" --state-dir "$out/dynamodb" > /dev/null
-trap '$py -m offer_ai.local_dynamodb stop --port "$port" --state-dir "$out/dynamodb" > /dev/null || true' EXIT
+$py -m offer_ai.online.local_dynamodb start --port "$port" --state-dir "$out/dynamodb" > /dev/null
+trap '$py -m offer_ai.online.local_dynamodb stop --port "$port" --state-dir "$out/dynamodb" > /dev/null || true' EXIT
 run_stage export_features ./spark-submit.sh --driver-memory 3g jobs/export_features.py --lake "$out/lake" \
   --set "online_store.endpoint_url=http://127.0.0.1:$port" --set online_store.create_table=true
 

@@ -24,7 +24,7 @@ FAKE_AWS_ENV = {
 @pytest.fixture(scope="session")
 def dynamodb_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a moto server on 127.0.0.1 that lives for the whole test run."""
-    from offer_ai import local_dynamodb
+    from offer_ai.online import local_dynamodb
 
     state_dir = tmp_path_factory.mktemp("local-dynamodb")
     port = local_dynamodb.free_port()
@@ -43,7 +43,7 @@ def dynamodb_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 def dynamodb_table(dynamodb_endpoint: str) -> "OnlineStoreSettings":  # noqa: F821
     """OnlineStoreSettings for a new, empty features table on the test server (created with its TTL)."""
     from offer_ai.config import OnlineStoreSettings
-    from offer_ai.online_store import ensure_table
+    from offer_ai.online.store import ensure_table
 
     store = OnlineStoreSettings(
         table=f"features_{uuid.uuid4().hex[:12]}",

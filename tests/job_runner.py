@@ -40,10 +40,10 @@ def sessionized_lake(spark: Any, raw: Path, root: Path, ingested_at: "dt.datetim
     A fresh lake needs none of the job's incremental MERGEs (its own tests cover those), and this
     is about twice as fast as the job in-process.
     """
-    from offer_ai.events import accepted_events, distinct_events, parse_lines
-    from offer_ai.feature_spec import load_feature_spec
-    from offer_ai.raw_files import list_input_files, read_lines
-    from offer_ai.sessions import build_sessions, identity_events
+    from offer_ai.ingest.events import accepted_events, distinct_events, parse_lines
+    from offer_ai.ingest.feature_spec import load_feature_spec
+    from offer_ai.ingest.raw_files import list_input_files, read_lines
+    from offer_ai.ingest.sessions import build_sessions, identity_events
 
     features = load_feature_spec(REPO / "conf" / "features.yaml")
     parsed = parse_lines(read_lines(spark, list_input_files(spark, [str(raw)])), ingested_at)

@@ -22,16 +22,14 @@ from typing import Any
 
 import pytest
 from chispa import assert_df_equality
+from job_runner import load_job, run_in_process, sessionized_lake  # tests/ is on sys.path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from offer_ai.feature_spec import load_feature_spec
-from offer_ai.simulation import iter_truth_records
-from offer_ai.training import features_as_of, latest_event_time, training_examples
-from offer_ai.window_spec import WindowSpec, load_window_spec
-
-from job_runner import load_job, run_in_process, sessionized_lake  # tests/ is on sys.path
-
+from offer_ai.features.training import features_as_of, latest_event_time, training_examples
+from offer_ai.features.window_spec import WindowSpec, load_window_spec
+from offer_ai.ingest.feature_spec import load_feature_spec
+from offer_ai.sim.simulation import iter_truth_records
 
 REPO = Path(__file__).resolve().parents[1]
 DAY_US, WEEK_US = 86_400_000_000, 7 * 86_400_000_000

@@ -9,7 +9,7 @@ import pytest
 
 from offer_ai.config import DEFAULT_CONFIG, load_settings
 from offer_ai.errors import UserError
-from offer_ai.offers import Offer, load_offers
+from offer_ai.model.offers import Offer, load_offers
 
 
 def test_defaults_come_from_conf_local_yaml(monkeypatch):

@@ -25,7 +25,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from job_runner import load_job, run_in_process  # tests/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]

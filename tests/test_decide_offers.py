@@ -17,15 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-
 from job_runner import load_job, run_in_process
+
 from offer_ai.config import OnlineStoreSettings
-from offer_ai.decisions import decide_for_users
 from offer_ai.errors import UserError
-from offer_ai.local_dynamodb import free_port
-from offer_ai.model import OfferModel, train
-from offer_ai.offers import Offer, load_offers
-from offer_ai.online_store import OnlineFeatureReader, make_client, write_items
+from offer_ai.model.model import OfferModel, train
+from offer_ai.model.offers import Offer, load_offers
+from offer_ai.online.decisions import decide_for_users
+from offer_ai.online.local_dynamodb import free_port
+from offer_ai.online.store import OnlineFeatureReader, make_client, write_items
 
 REPO = Path(__file__).resolve().parents[1]
 OFFERS = load_offers(REPO / "conf" / "offers.yaml")  # the job's default catalogue: 8 offers

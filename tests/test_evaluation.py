@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from offer_ai.errors import UserError
-from offer_ai.evaluation import (
+from offer_ai.model.evaluation import (
     Estimate,
     action_indices,
     doubly_robust,
@@ -36,7 +36,7 @@ from offer_ai.evaluation import (
     regression_metrics,
     snips,
 )
-from offer_ai.offers import Offer
+from offer_ai.model.offers import Offer
 
 ACTIONS = np.array([0, 1, 0, 1])
 PROPENSITIES = np.array([0.5, 0.25, 0.8, 0.5])

@@ -8,7 +8,7 @@ import hashlib
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from offer_ai.events import (
+from offer_ai.ingest.events import (
     EVENT_COLUMNS,
     QUARANTINE_COLUMNS,
     accepted_events,
@@ -16,7 +16,6 @@ from offer_ai.events import (
     parse_lines,
     quarantine_rows,
 )
-
 
 NOW = dt.datetime(2026, 2, 1, 12, 0, tzinfo=dt.timezone.utc)
 FILE = "file:/raw/date=2026-01-01/part-00000.jsonl"

@@ -1,10 +1,10 @@
-"""offer_ai.exploration: the explore notebook's aggregates on tiny hand-made tables."""
+"""offer_ai.features.exploration: the explore notebook's aggregates on tiny hand-made tables."""
 
 from __future__ import annotations
 
 import pytest
 
-from offer_ai import exploration as ex
+from offer_ai.features import exploration as ex
 
 
 def test_histogram_counts_rows_per_fixed_bin_with_nulls_apart(spark):

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from job_runner import REPO, load_job, run_in_process
-from offer_ai.feature_spec import load_feature_spec
-from offer_ai.online_store import ITEM_ATTRIBUTES, TTL_ATTRIBUTE, decode_item
-from offer_ai.training import features_as_of
-from offer_ai.window_spec import load_window_spec
+
+from offer_ai.features.training import features_as_of
+from offer_ai.features.window_spec import load_window_spec
+from offer_ai.ingest.feature_spec import load_feature_spec
+from offer_ai.online.store import ITEM_ATTRIBUTES, TTL_ATTRIBUTE, decode_item
 
 EXPORT = load_job("export_features")
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

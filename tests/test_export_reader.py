@@ -1,4 +1,4 @@
-"""offer_ai.export_reader: the training export back into model rows, without Spark."""
+"""offer_ai.features.export_reader: the training export back into model rows, without Spark."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from offer_ai.errors import UserError
-from offer_ai.export_reader import (
+from offer_ai.features.export_reader import (
     decode_categoricals,
     find_manifest,
     latest_export,

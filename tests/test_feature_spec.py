@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from offer_ai.errors import UserError
-from offer_ai.feature_spec import REQUIRED_SESSION_COLUMNS, load_feature_spec
+from offer_ai.ingest.feature_spec import REQUIRED_SESSION_COLUMNS, load_feature_spec
 
 REPO = Path(__file__).resolve().parents[1]
 #: The sections this stage interprets, from the repository's file (later stages add others).

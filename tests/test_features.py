@@ -18,10 +18,11 @@ import yaml
 from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 
-from offer_ai.feature_spec import load_feature_spec
-from offer_ai.training import anchor_candidates, anchors, empty_sources, features_as_of, training_examples
-from offer_ai.training_export import export_training
-from offer_ai.window_spec import WindowSpec, load_window_spec
+from offer_ai.features.spec_check import check_spec
+from offer_ai.features.training import anchor_candidates, anchors, empty_sources, features_as_of, training_examples
+from offer_ai.features.training_export import export_training
+from offer_ai.features.window_spec import WindowSpec, load_window_spec
+from offer_ai.ingest.feature_spec import load_feature_spec
 
 REPO = Path(__file__).resolve().parents[1]
 UTC = dt.timezone.utc
@@ -296,7 +297,7 @@ def test_count_windows_hours_and_event_sources_from_a_custom_definition(spark, f
     path = tmp_path / "features.yaml"
     path.write_text(yaml.safe_dump(tree))
     custom = load_window_spec(load_feature_spec(path))
-    custom.check(spark)
+    check_spec(spark, custom)
     at = T0
     sessions = [
         session("g", "s1", at - dt.timedelta(hours=5), games=1),

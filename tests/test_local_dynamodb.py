@@ -9,15 +9,15 @@ import sys
 
 import pytest
 
-from offer_ai import local_dynamodb
 from offer_ai.config import OnlineStoreSettings
 from offer_ai.errors import UserError
-from offer_ai.online_store import ensure_table, make_client
+from offer_ai.online import local_dynamodb
+from offer_ai.online.store import ensure_table, make_client
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "offer_ai.local_dynamodb", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "offer_ai.online.local_dynamodb", *args], capture_output=True, text=True, timeout=60
     )
 
 

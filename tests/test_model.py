@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from offer_ai.errors import UserError
-from offer_ai.model import (
+from offer_ai.model.model import (
     FeatureEncoder,
     OfferModel,
     candidate_matrix,
@@ -19,7 +19,7 @@ from offer_ai.model import (
     time_split,
     train,
 )
-from offer_ai.offers import Offer
+from offer_ai.model.offers import Offer
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
 
@@ -365,7 +365,7 @@ def test_spec_version_mismatch_is_refused(comparison) -> None:
 
 
 def test_policy_over_a_trained_model_logs_its_version_and_greedy_choice(split, comparison) -> None:
-    from offer_ai.policy import EpsilonGreedyPolicy
+    from offer_ai.model.policy import EpsilonGreedyPolicy
 
     model = comparison.models["reg:squarederror"]
     winners = split[1][split[1]["last_session_win_ratio"] > 0.9].iloc[:20]

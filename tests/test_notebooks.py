@@ -33,13 +33,11 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-
-from offer_ai.model import OfferModel
-from offer_ai.offers import load_offers
-from offer_ai.simulation import iter_truth_records
-
 from job_runner import load_job, run_in_process, sessionized_lake  # tests/ is on sys.path
 
+from offer_ai.model.model import OfferModel
+from offer_ai.model.offers import load_offers
+from offer_ai.sim.simulation import iter_truth_records
 
 REPO = Path(__file__).resolve().parents[1]
 USERS, DAYS, SEED = 700, 28, 7

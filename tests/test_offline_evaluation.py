@@ -1,4 +1,4 @@
-"""offer_ai.offline_evaluation on hand-computed logged data and hand-made truth records."""
+"""offer_ai.model.offline_evaluation on hand-computed logged data and hand-made truth records."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offer_ai import offline_evaluation as oe
 from offer_ai.errors import UserError
-from offer_ai.offers import Offer
+from offer_ai.model import offline_evaluation as oe
+from offer_ai.model.offers import Offer
 
 A, B = Offer("a", 1.0), Offer("b", 2.0)
 OFFERS = [A, B]
@@ -184,7 +184,7 @@ def test_policy_table_and_summary_metrics_carry_the_headline_numbers():
 
 
 def test_feature_importance_names_every_model_feature_and_ranks_the_informative_one_first():
-    from offer_ai.model import train
+    from offer_ai.model.model import train
 
     rng = np.random.default_rng(0)
     n = 300

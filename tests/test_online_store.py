@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError
 
 from offer_ai.config import OnlineStoreSettings
 from offer_ai.errors import UserError
-from offer_ai.local_dynamodb import free_port
-from offer_ai.online_store import (
+from offer_ai.online.local_dynamodb import free_port
+from offer_ai.online.store import (
     DEFAULT_FEATURES,
     TTL_ATTRIBUTE,
     InvalidFeatureValue,

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from offer_ai.errors import UserError
-from offer_ai.offers import Offer, load_offers
-from offer_ai.policy import Decision, EpsilonGreedyPolicy, UniformPolicy
+from offer_ai.model.offers import Offer, load_offers
+from offer_ai.model.policy import Decision, EpsilonGreedyPolicy, UniformPolicy
 
 OFFERS = [Offer("starter_pack", 0.99), Offer("coins_bundle", 4.99), Offer("xmas", 19.99), Offer("vip_pass", 49.99)]
 # Rows: greedy offer is index 2, index 1 (a tie between 1 and 2 → earlier wins), index 0, index 3.

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from job_runner import load_job, run_in_process  # tests/ is on sys.path
-from offer_ai import sagemaker_entry
+
 from offer_ai.config import load_settings
 from offer_ai.errors import UserError
-from offer_ai.model import OfferModel
-from offer_ai.offers import load_offers
+from offer_ai.model import sagemaker_entry
+from offer_ai.model.model import OfferModel
+from offer_ai.model.offers import load_offers
 
 REPO = Path(__file__).resolve().parents[1]
 COUNTRIES = {"DE": 0, "US": 1}
@@ -68,7 +68,7 @@ def hand_rows(n: int, seed: int) -> pd.DataFrame:
 
 
 def write_export(root: Path, run_id: str = "hand-run") -> Path:
-    """An export folder laid out as offer_ai.training_export writes it, Spark side files included."""
+    """An export folder laid out as offer_ai.features.training_export writes it, Spark side files included."""
     base = root / run_id
     columns = []
     for i, name in enumerate(hand_rows(1, 0).columns):
@@ -114,7 +114,7 @@ def test_entry_point_follows_the_script_mode_contract(export, tmp_path):
     env = {**os.environ, "SM_CHANNEL_TRAIN": str(export / "train" / "parquet"),
            "SM_CHANNEL_VALIDATION": str(export / "validation" / "parquet"),
            "SM_CHANNEL_MANIFEST": str(manifest_channel), "SM_MODEL_DIR": str(tmp_path / "model")}
-    done = subprocess.run([sys.executable, "-m", "offer_ai.sagemaker_entry", "--num_round", "40", "--max_depth", "3",
+    done = subprocess.run([sys.executable, "-m", "offer_ai.model.sagemaker_entry", "--num_round", "40", "--max_depth", "3",
                            "--eta", "0.3", "--objective", "reg:squarederror"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -183,7 +183,7 @@ def launched(aws, export):
     """(settings, launch result, boto3 session) of one job created through the SDK."""
     import boto3
 
-    from offer_ai.sagemaker_launch import launch_training
+    from offer_ai.model.sagemaker_launch import launch_training
 
     bucket = f"offer-ai-test-{uuid.uuid4().hex[:8]}"
     settings = load_settings(REPO / "conf" / "local.yaml", [f"sagemaker.bucket={bucket}", "sagemaker.instance_count=2",
@@ -230,8 +230,8 @@ def test_the_launch_creates_a_job_with_the_configured_image_code_data_and_output
     code_bucket, _, code_prefix = channels["code"].removeprefix("s3://").partition("/")
     code = {o["Key"].removeprefix(code_prefix).lstrip("/")
             for o in s3.list_objects_v2(Bucket=code_bucket, Prefix=code_prefix)["Contents"]}
-    assert {"train_offer_model.py", "offers.yaml", "offer_ai/sagemaker_entry.py", "offer_ai/model.py",
-            "offer_ai/export_reader.py"} <= code
+    assert {"train_offer_model.py", "offers.yaml", "offer_ai/model/sagemaker_entry.py", "offer_ai/model/model.py",
+            "offer_ai/features/export_reader.py"} <= code
     assert not any("__pycache__" in k for k in code)
 
 
@@ -268,7 +268,7 @@ def test_the_recorded_job_trains_when_run_like_the_container(launched, tmp_path)
     assert model.offers == load_offers(REPO / "conf" / "offers.yaml")
 
     # What SageMaker then does: tar the model dir to <output>/<job>/output/model.tar.gz; download_model reads it back.
-    from offer_ai.sagemaker_launch import download_model, split_s3_uri
+    from offer_ai.model.sagemaker_launch import download_model, split_s3_uri
 
     bucket, key = split_s3_uri(job["ModelArtifacts"]["S3ModelArtifacts"])
     assert key == f"offer-ai/output/{result.job_name}/output/model.tar.gz"
@@ -282,7 +282,7 @@ def test_the_recorded_job_trains_when_run_like_the_container(launched, tmp_path)
 
 
 def test_the_launch_needs_a_role_and_a_bucket(aws, export):
-    from offer_ai.sagemaker_launch import launch_training
+    from offer_ai.model.sagemaker_launch import launch_training
 
     settings = load_settings(REPO / "conf" / "local.yaml", ["sagemaker.role_arn=null"])
     with pytest.raises(UserError, match="sagemaker.role_arn is not set"):
@@ -298,10 +298,10 @@ def test_a_role_that_is_not_an_iam_role_arn_is_refused_at_start_up():
 
 
 def test_the_source_dir_holds_the_shim_the_package_and_the_catalogue(tmp_path):
-    from offer_ai.sagemaker_launch import ENTRY_SCRIPT, build_source_dir
+    from offer_ai.model.sagemaker_launch import ENTRY_SCRIPT, build_source_dir
 
     source = build_source_dir(tmp_path / "src", REPO / "conf" / "offers.yaml")
-    assert (source / ENTRY_SCRIPT).read_text().count("from offer_ai.sagemaker_entry import main") == 1
+    assert (source / ENTRY_SCRIPT).read_text().count("from offer_ai.model.sagemaker_entry import main") == 1
     assert (source / "offers.yaml").read_bytes() == (REPO / "conf" / "offers.yaml").read_bytes()
     shipped = {p.name for p in (source / "offer_ai").iterdir()}
     assert {"__init__.py", "sagemaker_entry.py", "model.py", "evaluation.py", "offers.py", "errors.py",
@@ -377,7 +377,7 @@ def test_an_export_the_lake_already_holds_in_s3_is_used_in_place(aws, tmp_path):
 def test_an_s3_export_without_manifest_or_part_files_is_refused_before_a_job_starts(aws, tmp_path):
     import boto3
 
-    from offer_ai.sagemaker_launch import s3_export
+    from offer_ai.model.sagemaker_launch import s3_export
 
     s3 = boto3.Session(region_name="us-east-1").client("s3")
     bucket = _bucket(boto3.Session(region_name="us-east-1"))
@@ -418,7 +418,7 @@ class _ScriptedSageMaker:
 
 
 def test_waiting_logs_each_status_change_once_and_returns_the_terminal_state():
-    from offer_ai.sagemaker_launch import wait_for_job
+    from offer_ai.model.sagemaker_launch import wait_for_job
 
     client = _ScriptedSageMaker([("InProgress", "Starting"), ("InProgress", "Starting"), ("InProgress", "Training"),
                                  ("Failed", "Failed")], reason="AlgorithmError: bad data")
@@ -431,7 +431,7 @@ def test_waiting_logs_each_status_change_once_and_returns_the_terminal_state():
 
 
 def test_waiting_gives_up_after_the_timeout_but_says_the_job_runs_on():
-    from offer_ai.sagemaker_launch import wait_for_job
+    from offer_ai.model.sagemaker_launch import wait_for_job
 
     now = iter(range(0, 1000, 60))
     with pytest.raises(UserError, match=r"job-2 is still InProgress after 150 s; it keeps running on SageMaker"):
@@ -442,7 +442,7 @@ def test_waiting_gives_up_after_the_timeout_but_says_the_job_runs_on():
 def test_a_job_that_ends_failed_fails_the_task_with_its_reason(aws, tmp_path, monkeypatch):
     import boto3
 
-    from offer_ai import sagemaker_launch
+    from offer_ai.model import sagemaker_launch
 
     bucket = _bucket(boto3.Session(region_name="us-east-1"))
     write_export(tmp_path / "lake" / "exports" / "training", "20260308")
@@ -460,7 +460,7 @@ def test_a_job_that_ends_failed_fails_the_task_with_its_reason(aws, tmp_path, mo
 def test_a_wait_that_times_out_fails_the_task_but_keeps_the_summary(aws, tmp_path, monkeypatch):
     import boto3
 
-    from offer_ai import sagemaker_launch
+    from offer_ai.model import sagemaker_launch
 
     bucket = _bucket(boto3.Session(region_name="us-east-1"))
     write_export(tmp_path / "lake" / "exports" / "training", "20260308")
@@ -497,7 +497,7 @@ class _ListedJobs:
 
 
 def test_a_running_job_on_the_same_export_is_found_across_pages():
-    from offer_ai.sagemaker_launch import find_running_job
+    from offer_ai.model.sagemaker_launch import find_running_job
 
     ours = "s3://b/offer-ai/exports/20260308/train/parquet/"
     client = _ListedJobs([[("offer-ai-xgboost-3", "s3://b/offer-ai/exports/20260315/train/parquet/")],
@@ -512,7 +512,7 @@ def test_a_running_job_on_the_same_export_is_found_across_pages():
 def test_a_retry_follows_the_running_job_instead_of_starting_another(aws, tmp_path, monkeypatch):
     import boto3
 
-    from offer_ai import sagemaker_launch
+    from offer_ai.model import sagemaker_launch
 
     session = boto3.Session(region_name="us-east-1")
     bucket = _bucket(session)
@@ -546,7 +546,7 @@ def test_a_retry_follows_the_running_job_instead_of_starting_another(aws, tmp_pa
 def test_uploading_a_rebuilt_export_leaves_no_part_of_the_last_upload(aws, tmp_path):
     import boto3
 
-    from offer_ai.sagemaker_launch import upload_export
+    from offer_ai.model.sagemaker_launch import upload_export
 
     s3 = boto3.Session(region_name="us-east-1").client("s3")
     bucket = _bucket(boto3.Session(region_name="us-east-1"))
@@ -567,7 +567,7 @@ def test_uploading_a_rebuilt_export_leaves_no_part_of_the_last_upload(aws, tmp_p
 def test_unreadable_s3_exports_and_bad_run_ids_are_refused_in_a_sentence(aws, tmp_path):
     import boto3
 
-    from offer_ai.sagemaker_launch import s3_export
+    from offer_ai.model.sagemaker_launch import s3_export
 
     s3 = boto3.Session(region_name="us-east-1").client("s3")
     with pytest.raises(UserError, match=r"^Cannot read s3://no-such-bucket-x/exports/r1/manifest.json: NoSuchBucket"):

@@ -29,7 +29,6 @@ from delta.tables import DeltaTable
 
 from offer_ai.cli import run_job
 
-
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("events", "events_quarantine", "sessions", "users")
 #: Lineage columns: when and from which file a row arrived, which differs between runs by design.

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 
-from offer_ai.events import EVENTS_SCHEMA
-from offer_ai.feature_spec import load_feature_spec
-from offer_ai.sessions import (
+from offer_ai.ingest.events import EVENTS_SCHEMA
+from offer_ai.ingest.feature_spec import load_feature_spec
+from offer_ai.ingest.sessions import (
     aggregate_sessions,
     assign_sessions,
     build_sessions,
@@ -25,7 +25,6 @@ from offer_ai.sessions import (
     replaced_sessions,
     touched_scope,
 )
-
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = load_feature_spec(REPO / "conf" / "features.yaml")

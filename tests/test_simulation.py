@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from offer_ai.errors import UserError
-from offer_ai.offers import Offer, load_offers
-from offer_ai.simulation import (
+from offer_ai.model.offers import Offer, load_offers
+from offer_ai.sim.simulation import (
     MALFORMED_KINDS,
     DecisionContext,
     GeneratorOptions,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from chispa import assert_df_equality
 from delta.tables import DeltaTable
 from pyspark.sql import Row

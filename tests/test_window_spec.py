@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from offer_ai.errors import UserError
-from offer_ai.feature_spec import load_feature_spec
-from offer_ai.window_spec import WindowSpec, load_window_spec, window_sql
+from offer_ai.features.spec_check import check_spec
+from offer_ai.features.window_spec import WindowSpec, load_window_spec, window_sql
+from offer_ai.ingest.feature_spec import load_feature_spec
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "conf" / "features.yaml").read_text())
@@ -45,7 +46,7 @@ DELETE = object()
 
 def test_the_default_definition_gives_the_design_columns(spark):
     spec = load_window_spec(load_feature_spec(REPO / "conf" / "features.yaml"))
-    spec.check(spark)
+    check_spec(spark, spec)
     # DESIGN §3, plus anchor_session_start (the windows' reference time)
     assert spec.training_columns == (
         "user_id", "anchor_session_id", "anchor_session_start", "decision_time", "country", "facebook_connected",
@@ -123,7 +124,7 @@ def test_a_malformed_entry_fails_naming_it_without_spark(tmp_path, dotted, value
 def test_a_bad_expression_fails_the_check_naming_the_entry(spark, tmp_path, dotted, value, message):
     spec = spec_from(tmp_path, setter(dotted, value))  # the shape is fine: only Spark's analysis objects
     with pytest.raises(UserError) as err:
-        spec.check(spark)
+        check_spec(spark, spec)
     assert message in str(err.value)
     assert str(err.value).startswith(str(tmp_path / "features.yaml") + ": ")
     assert "\n" not in str(err.value)

@@ -101,7 +101,7 @@ class TrainingSettings(_Section):
 
 
 class SageMakerSettings(_Section):
-    """Training on SageMaker (offer_ai.sagemaker_launch): where the export goes, which image, what runs it.
+    """Training on SageMaker (offer_ai.model.sagemaker_launch): where the export goes, which image, what runs it.
 
     No credentials: boto3 finds them in the environment or the instance role. The role ARN is
     the *execution* role the training job assumes, not a key.

@@ -19,10 +19,10 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from offer_ai.events import EVENTS_SCHEMA
-from offer_ai.feature_spec import FeatureSpec
-from offer_ai.sessions import add_identity, build_sessions, identity_events
-from offer_ai.window_spec import SOURCES, WindowDef, WindowSpec, window_sql
+from offer_ai.features.window_spec import SOURCES, WindowDef, WindowSpec, window_sql
+from offer_ai.ingest.events import EVENTS_SCHEMA
+from offer_ai.ingest.feature_spec import FeatureSpec
+from offer_ai.ingest.sessions import add_identity, build_sessions, identity_events
 
 _DAY_US = 86_400_000_000
 _SRC = "__window_source"  # true on source rows, false on anchor points
@@ -188,7 +188,7 @@ def _over_source(points: DataFrame, source: DataFrame, group: list[tuple[WindowD
             orders[i] = order
         for name, expr in window.features.items():
             sql, calls = window_sql(expr, mask, window.frame(f"__order_{i}"), lambda n: spec.is_aggregate(spark, n))
-            if calls == 0:  # a window of one row: that row's value (checked by WindowSpec.check)
+            if calls == 0:  # a window of one row: that row's value (checked by spec_check)
                 sql, _ = window_sql(f"first({expr})", mask, window.frame(f"__order_{i}"), lambda n: n == "first")
             features.append(F.expr(sql).alias(name))
     ordered = rows.select("*", *[col.alias(f"__order_{i}") for i, col in orders.items()])

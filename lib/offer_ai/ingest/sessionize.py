@@ -20,9 +20,16 @@ from pyspark.sql import functions as F
 
 from offer_ai import lake
 from offer_ai.errors import UserError
-from offer_ai.events import EVENTS_SCHEMA, QUARANTINE_SCHEMA, REASONS, accepted_events, distinct_events, quarantine_rows
-from offer_ai.feature_spec import SESSION_KEYS, FeatureSpec
-from offer_ai.sessions import (
+from offer_ai.ingest.events import (
+    EVENTS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    REASONS,
+    accepted_events,
+    distinct_events,
+    quarantine_rows,
+)
+from offer_ai.ingest.feature_spec import SESSION_KEYS, FeatureSpec
+from offer_ai.ingest.sessions import (
     add_identity,
     aggregate_sessions,
     assign_sessions,
@@ -34,7 +41,7 @@ from offer_ai.sessions import (
     scope_dates,
     touched_scope,
 )
-from offer_ai.users import build_users
+from offer_ai.ingest.users import build_users
 
 WATERMARK = "sessionize.events_ingested_through"
 #: Stats only on the columns that prune: a long payload is not worth min/max statistics.

@@ -17,6 +17,16 @@ class Offer:
     offer_price: float
 
 
+def offer_key(offer: Offer) -> str:
+    """'type@price' with two decimals: the candidate key used in truth records and metrics."""
+    return f"{offer.offer_type}@{offer.offer_price:.2f}"
+
+
+def parse_offer_key(key: str) -> Offer:
+    offer_type, _, price = key.rpartition("@")
+    return Offer(offer_type, float(price))
+
+
 def load_offers(path: str | Path) -> list[Offer]:
     """Read and check the catalogue; a bad entry fails naming its position."""
     path = Path(path)

@@ -32,9 +32,9 @@ from pyspark.sql.types import BooleanType, DataType, NumericType, StringType
 
 from offer_ai import lake
 from offer_ai.errors import UserError
-from offer_ai.export_reader import MANIFEST, RUN_ID, RUN_ID_RULE
-from offer_ai.training import from_micros
-from offer_ai.window_spec import WindowSpec
+from offer_ai.features.export_reader import MANIFEST, RUN_ID, RUN_ID_RULE
+from offer_ai.features.training import from_micros
+from offer_ai.features.window_spec import WindowSpec
 
 SPLITS = ("train", "validation")
 #: Which decision a row is; after the model columns, in the Parquet copy only.

@@ -55,7 +55,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 import orjson
 
 from offer_ai.errors import UserError
-from offer_ai.offers import Offer
+from offer_ai.model.offers import Offer, offer_key, parse_offer_key  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pandas is imported lazily: workers never need it
     import pandas as pd
@@ -342,16 +342,6 @@ class GeneratorOptions:
         for o in self.offers:
             if abs(o.offer_price * 100 - round(o.offer_price * 100)) > 1e-6:
                 raise UserError(f"Offer {o.offer_type}@{o.offer_price}: prices must have at most 2 decimals.")
-
-
-def offer_key(offer: Offer) -> str:
-    """'type@price' with two decimals: the candidate key used in truth records."""
-    return f"{offer.offer_type}@{offer.offer_price:.2f}"
-
-
-def parse_offer_key(key: str) -> Offer:
-    offer_type, _, price = key.rpartition("@")
-    return Offer(offer_type, float(price))
 
 
 def _cents_str(cents: int) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from offer_ai.feature_spec import SESSION_KEYS, FeatureSpec
+from offer_ai.ingest.feature_spec import SESSION_KEYS, FeatureSpec
 
 SPLITS = ("session_id", "day", "gap")
 _GAP_ID_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'"

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
 
 from offer_ai.errors import UserError
-from offer_ai.events import EVENTS_SCHEMA
+from offer_ai.ingest.events import EVENTS_SCHEMA
 
 #: Sections this module checks, and those a later stage interprets (kept as given).
 KNOWN_SECTIONS = ("session_aggregates", "identity")
@@ -79,12 +79,12 @@ class FeatureSpec:
         """Compile and analyse every expression against empty typed inputs; fail naming the entry."""
         empty_events = spark.createDataFrame([], EVENTS_SCHEMA)  # analysed only, never executed
         grouped = empty_events.groupBy(*SESSION_KEYS)
-        with _quiet_spark_errors():
+        with quiet_spark_errors():
             try:  # one analysis for the whole section; only on failure look for the culprit
                 schema = grouped.agg(*self.aggregate_columns()).schema
             except Exception as exc:  # noqa: BLE001 - re-analysed entry by entry below
                 for name, expr in self.session_aggregates.items():
-                    _analyse(self.path, f"session_aggregates.{name}", lambda e=expr: grouped.agg(F.expr(e)).schema)
+                    analyse_entry(self.path, f"session_aggregates.{name}", lambda e=expr: grouped.agg(F.expr(e)).schema)
                 raise UserError(f"{self.path}: session_aggregates: {_first_line(exc)}") from None
             for name in TIMESTAMP_AGGREGATES:
                 if not isinstance(schema[name].dataType, TimestampType):
@@ -96,7 +96,7 @@ class FeatureSpec:
                 [], StructType([StructField(f, StringType(), True) for f in self.identity.fields])
             )
             for name, expr in self.identity.derived.items():
-                _analyse(self.path, f"identity.derived.{name}", lambda e=expr: identity_rows.withColumn("_x", F.expr(e)).schema)
+                analyse_entry(self.path, f"identity.derived.{name}", lambda e=expr: identity_rows.withColumn("_x", F.expr(e)).schema)
 
 
 def load_feature_spec(path: str | Path) -> FeatureSpec:
@@ -171,7 +171,7 @@ def _identity(path: Path, node: Any) -> IdentitySpec:
     return IdentitySpec(events=tuple(events), fields=tuple(fields), derived=derived)
 
 
-def _analyse(path: str, entry: str, analyse: Any) -> Any:
+def analyse_entry(path: str, entry: str, analyse: Any) -> Any:
     """Run one analysis; any Spark error means the entry is bad: one sentence naming it."""
     try:
         return analyse()
@@ -188,7 +188,7 @@ def _first_line(exc: Exception) -> str:
 
 
 @contextmanager
-def _quiet_spark_errors() -> Iterator[None]:
+def quiet_spark_errors() -> Iterator[None]:
     """PySpark logs every analysis error with its JVM stack; here an error is an expected answer."""
     logger = logging.getLogger("SQLQueryContextLogger")
     level = logger.level

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from offer_ai.errors import UserError
-from offer_ai.offers import Offer
+from offer_ai.model.offers import Offer
 
 #: Bootstrap resamples are drawn in blocks of at most this many cells (resamples × rows) so a
 #: million logged rows do not need a 1000 × 10⁶ index matrix in memory at once.

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from offer_ai.feature_spec import FeatureSpec
-from offer_ai.sessions import add_identity
+from offer_ai.ingest.feature_spec import FeatureSpec
+from offer_ai.ingest.sessions import add_identity
 
 ACTIVITY_COLUMNS = ("first_seen", "last_seen", "sessions", "games_played", "purchase_amount")
 

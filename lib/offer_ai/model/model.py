@@ -39,8 +39,8 @@ import pandas as pd
 import xgboost as xgb
 
 from offer_ai.errors import UserError
-from offer_ai.evaluation import regression_metrics
-from offer_ai.offers import Offer
+from offer_ai.model.evaluation import regression_metrics
+from offer_ai.model.offers import Offer
 
 LABEL = "next_week_purchase_amount"
 #: Context features, in matrix order; null -> NaN (missing for XGBoost).

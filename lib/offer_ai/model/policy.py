@@ -2,7 +2,7 @@
 
 The propensity is the reason this module exists. Every served offer is logged with the
 probability the policy gave it, so the next model can be evaluated off-policy (IPS, DR in
-:mod:`offer_ai.evaluation`) and the bandit keeps learning; ε > 0 keeps every offer's
+:mod:`offer_ai.model.evaluation`) and the bandit keeps learning; ε > 0 keeps every offer's
 propensity positive, which those estimators need.
 
 Probabilities per context row, with K candidates: the greedy offer (highest predicted
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from offer_ai.errors import UserError
-from offer_ai.offers import Offer
+from offer_ai.model.offers import Offer
 
 #: Anything that scores each context row against each candidate: [n_rows, n_offers].
 Scorer = Callable[[pd.DataFrame, Sequence[Offer]], np.ndarray]
@@ -28,7 +28,7 @@ Scorer = Callable[[pd.DataFrame, Sequence[Offer]], np.ndarray]
 
 @runtime_checkable
 class CandidateModel(Protocol):
-    """What the policy needs from a model (``offer_ai.model.OfferModel`` is one)."""
+    """What the policy needs from a model (``offer_ai.model.model.OfferModel`` is one)."""
 
     model_version: str
 

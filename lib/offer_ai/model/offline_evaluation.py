@@ -3,7 +3,7 @@
 Two views of the same question — would the learned policy earn more than the one that logged
 the data? — kept side by side so each checks the other:
 
-* off-policy estimates (IPS, SNIPS, DR from :mod:`offer_ai.evaluation`) from the validation
+* off-policy estimates (IPS, SNIPS, DR from :mod:`offer_ai.model.evaluation`) from the validation
   rows' logged offers, propensities and realised next-week revenue: what is available on real
   data;
 * on generated data, the simulator's *true* expected revenue of every candidate at each
@@ -28,9 +28,8 @@ import numpy as np
 import pandas as pd
 
 from offer_ai.errors import UserError
-from offer_ai.evaluation import Estimate, action_indices, doubly_robust, ips, logging_policy_value, snips
-from offer_ai.offers import Offer
-from offer_ai.simulation import offer_key
+from offer_ai.model.evaluation import Estimate, action_indices, doubly_robust, ips, logging_policy_value, snips
+from offer_ai.model.offers import Offer, offer_key
 
 LABEL = "next_week_purchase_amount"
 #: Observable features compared when pairing an export row with its truth record.
@@ -154,7 +153,7 @@ def expected_value(values: np.ndarray, probabilities: np.ndarray) -> float:
 def greedy_probabilities(scores: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
     """ε-greedy π as [n, K]: 1 − ε + ε/K on the first best score, ε/K elsewhere.
 
-    The same rule as ``offer_ai.policy.EpsilonGreedyPolicy``, applied to a precomputed score
+    The same rule as ``offer_ai.model.policy.EpsilonGreedyPolicy``, applied to a precomputed score
     table so one model prediction serves every ε.
     """
     scores = np.asarray(scores, dtype=float)
@@ -351,9 +350,9 @@ def objective_comparison(
     """``model`` beside a model trained with each other objective on the same rows and settings.
 
     Reuses the trained model rather than training its objective twice; returns an
-    ``offer_ai.model.ObjectiveComparison`` (``.table`` for the side-by-side metrics).
+    ``offer_ai.model.model.ObjectiveComparison`` (``.table`` for the side-by-side metrics).
     """
-    from offer_ai.model import OBJECTIVES, ObjectiveComparison, compare_objectives
+    from offer_ai.model.model import OBJECTIVES, ObjectiveComparison, compare_objectives
 
     others = [o for o in OBJECTIVES if o != model.objective]
     extra = compare_objectives(rows_train, rows_valid, others, params, offers=model.offers,

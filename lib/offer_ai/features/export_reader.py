@@ -1,7 +1,7 @@
-"""Reading the training export (DESIGN §3, ``offer_ai.training_export``) back into model rows.
+"""Reading the training export (DESIGN §3, ``offer_ai.features.training_export``) back into model rows.
 
 The export stores categoricals as integer codes (CSV and Parquet alike) and the code tables in
-``manifest.json``; the model (``offer_ai.model``) one-hot encodes the *values*. This module
+``manifest.json``; the model (``offer_ai.model.model``) one-hot encodes the *values*. This module
 turns an export split back into rows shaped like ``training_examples`` (``country`` a string,
 ``facebook_connected`` a boolean), so the notebook, the tests and the SageMaker entry point all
 feed the model the same thing.

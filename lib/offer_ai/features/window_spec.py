@@ -1,9 +1,9 @@
 """The `anchor`, `windows` and `label` sections of conf/features.yaml (DESIGN §4-5), checked.
 
 feature_spec.py keeps these sections uninterpreted; this module gives them meaning and checks
-them in two steps, both before any data is read: the YAML's shape (`load_window_spec`, no
-Spark), then every expression analysed against empty DataFrames with the `sessions` / `events`
-schemas (`WindowSpec.check`). A bad entry fails with a message naming it, e.g.
+their shape (`load_window_spec`, no Spark); spec_check.py then analyses every expression
+against empty DataFrames with the `sessions` / `events` schemas, before any data is read. A
+bad entry fails with a message naming it, e.g.
 `windows.prev_week.features.prev_week_purchase_amount: ...`.
 
 How a window feature becomes a Spark column (`window_sql`): it is written like a session
@@ -16,18 +16,15 @@ function catalog, so every built-in aggregate works without a list kept here.
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql.types import BooleanType, NumericType, TimestampType
+from pyspark.sql import SparkSession
 
 from offer_ai.errors import UserError
-from offer_ai.feature_spec import FeatureSpec, _analyse, _quiet_spark_errors  # one error style for every entry
+from offer_ai.ingest.feature_spec import FeatureSpec
 
 #: A window reads one source; rows enter a time frame by this column and are ordered (count
 #: frames, ties) by (time, tie-break key).
@@ -137,55 +134,6 @@ class WindowSpec:
                 class_name = ""
             self._aggregates[key] = ".aggregate." in class_name
         return self._aggregates[key]
-
-    def check(self, spark: SparkSession) -> None:
-        """Analyse every expression against empty `sessions` / `events`; fail naming the entry."""
-        # imported here: training.py builds on this module
-        from offer_ai.training import empty_sources, features_as_of, training_examples
-
-        sessions, events = empty_sources(spark, self.features)
-        path = self.features.path
-        sources = {"sessions": sessions, "events": events}
-        with _quiet_spark_errors():
-            _typed(path, "anchor.condition", sessions, self.anchor.condition, BooleanType)
-            _typed(path, "anchor.decision_time", sessions, self.anchor.decision_time, TimestampType)
-            for name in self.anchor.action:
-                if name not in sessions.columns:
-                    raise UserError(f"{path}: anchor.action: '{name}' is not a column of sessions.")
-            for window in (*self.windows, self.label):
-                source = sources[window.source]
-                if window.condition is not None:
-                    _typed(path, f"{window.entry}.condition", source, window.condition, BooleanType)
-                for name, expr in window.features.items():
-                    entry = f"{window.entry}.features.{name}" if window is not self.label else "label.aggregate"
-                    self._check_feature(spark, path, entry, window, source, expr)
-            label_type = _analyse(path, "label.aggregate", lambda: _label_type(self, sources[self.label.source]))
-            if not isinstance(label_type, NumericType):
-                raise UserError(f"{path}: label.aggregate must be a number (got {label_type.simpleString()}).")
-            # The whole pipeline once on empty inputs: nothing may fail later for want of a column.
-            latest = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-            _analyse(path, "anchor/windows/label", lambda: training_examples(sessions, events, self, latest).schema)
-            _analyse(path, "anchor/windows", lambda: features_as_of(sessions, events, self, latest).schema)
-
-    def _check_feature(
-        self, spark: SparkSession, path: str, entry: str, window: WindowDef, source: DataFrame, expr: str
-    ) -> None:
-        """First the user's own text (their column names in the message), then the windowed form."""
-        calls = _analyse(path, entry, lambda: window_sql(expr, "true", "x", lambda n: self.is_aggregate(spark, n))[1])
-        if calls == 0:
-            if window.kind == "count" and window.count == 1:
-                _analyse(path, entry, lambda: source.select(F.expr(expr)).schema)
-                return
-            raise UserError(
-                f"{path}: {entry}: '{expr}' has no aggregate function: a window of "
-                f"{_describe(window)} needs one (e.g. sum(...), max(...)); only a window of one row "
-                "takes a plain value."
-            )
-        _analyse(path, entry, lambda: source.groupBy("user_id").agg(F.expr(expr)).schema)
-        # then as a window function (e.g. DISTINCT aggregates are not allowed there)
-        ordered = source.withColumn("__order", F.lit(0).cast("long"))
-        windowed, _ = window_sql(expr, "true", window.frame("__order"), lambda n: self.is_aggregate(spark, n))
-        _analyse(path, entry, lambda: ordered.select(F.expr(windowed)).schema)
 
 
 def window_sql(expr: str, mask: str, over: str, is_aggregate: Callable[[str], bool]) -> tuple[str, int]:
@@ -299,24 +247,12 @@ def _matching(text: str, open_index: int) -> int:
     raise ValueError("unbalanced parentheses")
 
 
-def _describe(window: WindowDef) -> str:
+def describe_window(window: WindowDef) -> str:
     if window.kind == "count":
         return f"{window.count} {window.source}"
     unit = "hours" if window.length_us is not None and window.length_us % LENGTH_UNITS["days"] else "days"
     assert window.length_us is not None
     return f"{window.length_us // LENGTH_UNITS[unit]} {unit}"
-
-
-def _label_type(spec: WindowSpec, source: DataFrame) -> Any:
-    """The type of the label as written (before the cast to double training.py applies)."""
-    return source.groupBy("user_id").agg(F.expr(spec.label.features[spec.label_name]).alias("x")).schema["x"].dataType
-
-
-def _typed(path: str, entry: str, frame: DataFrame, expr: str, expected: type) -> None:
-    data_type = _analyse(path, entry, lambda: frame.select(F.expr(expr).alias("x")).schema["x"].dataType)
-    if not isinstance(data_type, expected):
-        wanted = {BooleanType: "a boolean", TimestampType: "a timestamp"}[expected]
-        raise UserError(f"{path}: {entry} must be {wanted} (got {data_type.simpleString()}: '{expr}').")
 
 
 # ---------------------------------------------------------------------------------------------
