@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from offer_ai.config import OnlineStoreSettings
 from offer_ai.online import local_dynamodb
-from offer_ai.online.store import OnlineFeatureReader, WriteStats, ensure_table, write_items
+from offer_ai.online.reader import OnlineFeatureReader
+from offer_ai.online.table import ensure_table
+from offer_ai.online.writer import WriteStats, write_items
 
 AS_OF = dt.datetime(2026, 1, 28, tzinfo=dt.timezone.utc)
 

@@ -20,7 +20,7 @@ from offer_ai.errors import UserError
 from offer_ai.model.model import OfferModel
 from offer_ai.model.offers import load_offers
 from offer_ai.online import decisions
-from offer_ai.online.store import OnlineFeatureReader
+from offer_ai.online.reader import OnlineFeatureReader
 
 
 def _whole_number(text: str, minimum: int) -> int:

@@ -25,7 +25,8 @@ from offer_ai.features.training import features_as_of, latest_event_time
 from offer_ai.features.window_spec import load_window_spec
 from offer_ai.ingest.feature_spec import load_feature_spec
 from offer_ai.online import export as online_export
-from offer_ai.online import store as online_store
+from offer_ai.online import table as online_table
+from offer_ai.online import writer as online_writer
 from offer_ai.spark import build_spark
 
 
@@ -71,11 +72,11 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     considered, changed = current.count(), to_write.count()
     log.info("export_features: %d users as of %s, %d items to write to %s", considered, as_of, changed, store.table)
 
-    table_state = online_store.ensure_table(store) if store.create_table else "exists"
+    table_state = online_table.ensure_table(store) if store.create_table else "exists"
     writers = max(1, to_write.rdd.getNumPartitions())
-    write = functools.partial(online_store.write_partition, store=store, writers=writers)
+    write = functools.partial(online_writer.write_partition, store=store, writers=writers)
     parts = online_export.item_rows(to_write, list(current.columns)).rdd.mapPartitions(write).collect()
-    stats = functools.reduce(lambda a, b: a + b, (online_store.WriteStats(**p) for p in parts), online_store.WriteStats())
+    stats = functools.reduce(lambda a, b: a + b, (online_writer.WriteStats(**p) for p in parts), online_writer.WriteStats())
 
     snapshot = online_export.next_snapshot(current, previous, to_write, now)
     with lake.commit_metadata(spark, {online_export.EXPORT_AS_OF: as_of.isoformat(), "spec_version": spec.version}):

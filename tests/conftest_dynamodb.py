@@ -43,7 +43,7 @@ def dynamodb_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 def dynamodb_table(dynamodb_endpoint: str) -> "OnlineStoreSettings":  # noqa: F821
     """OnlineStoreSettings for a new, empty features table on the test server (created with its TTL)."""
     from offer_ai.config import OnlineStoreSettings
-    from offer_ai.online.store import ensure_table
+    from offer_ai.online.table import ensure_table
 
     store = OnlineStoreSettings(
         table=f"features_{uuid.uuid4().hex[:12]}",

@@ -25,7 +25,9 @@ from offer_ai.model.model import OfferModel, train
 from offer_ai.model.offers import Offer, load_offers
 from offer_ai.online.decisions import decide_for_users
 from offer_ai.online.local_dynamodb import free_port
-from offer_ai.online.store import OnlineFeatureReader, make_client, write_items
+from offer_ai.online.client import make_client
+from offer_ai.online.reader import OnlineFeatureReader
+from offer_ai.online.writer import write_items
 
 REPO = Path(__file__).resolve().parents[1]
 OFFERS = load_offers(REPO / "conf" / "offers.yaml")  # the job's default catalogue: 8 offers

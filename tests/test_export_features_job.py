@@ -22,7 +22,7 @@ from job_runner import REPO, load_job, run_in_process
 from offer_ai.features.training import features_as_of
 from offer_ai.features.window_spec import load_window_spec
 from offer_ai.ingest.feature_spec import load_feature_spec
-from offer_ai.online.store import ITEM_ATTRIBUTES, TTL_ATTRIBUTE, decode_item
+from offer_ai.online.items import ITEM_ATTRIBUTES, TTL_ATTRIBUTE, decode_item
 
 EXPORT = load_job("export_features")
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

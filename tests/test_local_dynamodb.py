@@ -12,7 +12,8 @@ import pytest
 from offer_ai.config import OnlineStoreSettings
 from offer_ai.errors import UserError
 from offer_ai.online import local_dynamodb
-from offer_ai.online.store import ensure_table, make_client
+from offer_ai.online.client import make_client
+from offer_ai.online.table import ensure_table
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ trees would split on them silently), and a catalogue offer whose type the model 
 refused (its score would come from an unknown-bucket column no training row ever set).
 
 A user the online store does not know (or whose item expired) is a cold start: they get
-:func:`offer_ai.online.store.default_features`, the documented no-history values, and are still
+:func:`offer_ai.online.items.default_features`, the documented no-history values, and are still
 served an offer, with ``as_of`` ``None`` so the log tells them apart.
 
 Everything here is plain Python and pandas (no Spark): a decision is made for a handful of
@@ -30,7 +30,7 @@ from offer_ai.errors import UserError
 from offer_ai.model.model import OfferModel
 from offer_ai.model.offers import Offer
 from offer_ai.model.policy import EpsilonGreedyPolicy
-from offer_ai.online.store import FEATURE_ATTRIBUTES, KEY_ATTRIBUTE
+from offer_ai.online.items import FEATURE_ATTRIBUTES, KEY_ATTRIBUTE
 
 
 class FeatureSource(Protocol):
