@@ -84,7 +84,7 @@ def _target(imported: str) -> str:
 def test_the_rule_catches_a_later_import(tmp_path):
     """The checker itself: a features module importing online must be reported."""
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from offer_ai.online.store import encode_item\n")
+    bad.write_text("def f():\n    from offer_ai.online.items import encode_item\n")
     assert any(_rank(_target(i)) > _rank("offer_ai.features.bad") for i in _imports(bad))
 
 

@@ -303,10 +303,10 @@ def test_the_source_dir_holds_the_shim_the_package_and_the_catalogue(tmp_path):
     source = build_source_dir(tmp_path / "src", REPO / "conf" / "offers.yaml")
     assert (source / ENTRY_SCRIPT).read_text().count("from offer_ai.model.sagemaker_entry import main") == 1
     assert (source / "offers.yaml").read_bytes() == (REPO / "conf" / "offers.yaml").read_bytes()
-    shipped = {p.name for p in (source / "offer_ai").iterdir()}
-    assert {"__init__.py", "sagemaker_entry.py", "model.py", "evaluation.py", "offers.py", "errors.py",
-            "export_reader.py"} <= shipped
-    assert "__pycache__" not in shipped
+    shipped = {p.relative_to(source / "offer_ai").as_posix() for p in (source / "offer_ai").rglob("*")}
+    assert {"__init__.py", "errors.py", "model/__init__.py", "model/sagemaker_entry.py", "model/model.py",
+            "model/evaluation.py", "model/offers.py", "features/__init__.py", "features/export_reader.py"} <= shipped
+    assert not any("__pycache__" in name for name in shipped)
 
 
 # --- the weekly retrain job (jobs/train_sagemaker.py) -------------------------------------------------
