@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from offer_ai.model.offers import load_offers
-from offer_ai.sim.simulation import GeneratorOptions, generate
+from offer_ai.sim import GeneratorOptions, generate
 
 
 def _cpu_seconds() -> float:

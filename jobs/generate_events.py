@@ -14,7 +14,7 @@ from offer_ai.cli import job_parser, log, run_job
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
 from offer_ai.model.offers import load_offers
-from offer_ai.sim.simulation import GeneratorOptions, generate
+from offer_ai.sim import GeneratorOptions, generate
 
 
 def _date(text: str) -> dt.date:

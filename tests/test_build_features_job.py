@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from offer_ai.features.training import features_as_of, latest_event_time, training_examples
 from offer_ai.features.window_spec import WindowSpec, load_window_spec
 from offer_ai.ingest.feature_spec import load_feature_spec
-from offer_ai.sim.simulation import iter_truth_records
+from offer_ai.sim import iter_truth_records
 
 REPO = Path(__file__).resolve().parents[1]
 DAY_US, WEEK_US = 86_400_000_000, 7 * 86_400_000_000

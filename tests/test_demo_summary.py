@@ -51,7 +51,7 @@ def test_the_table_reads_each_stage_s_last_json_line_and_adds_up_the_seconds(tmp
 # The figures are made up but reconcile as the jobs' would (lines = events + duplicates + malformed;
 # lines_read = events_accepted + duplicates + quarantined + held_back).
 REAL_SUMMARIES = {
-    "generate_events": {  # offer_ai.sim.simulation.generate
+    "generate_events": {  # offer_ai.sim.generate
         "job": "generate_events", "out": "demo-output/raw", "users": 5000, "days": 28, "start_date": "2026-01-01",
         "seed": 7, "workers": 2, "gzip": False, "duplicate_fraction": 0.01, "out_of_order_fraction": 0.01,
         "malformed_fraction": 0.001, "offers": ["starter_pack@0.99", "vip_pass@49.99"],

@@ -37,7 +37,7 @@ from job_runner import load_job, run_in_process, sessionized_lake  # tests/ is o
 
 from offer_ai.model.model import OfferModel
 from offer_ai.model.offers import load_offers
-from offer_ai.sim.simulation import iter_truth_records
+from offer_ai.sim import iter_truth_records
 
 REPO = Path(__file__).resolve().parents[1]
 USERS, DAYS, SEED = 700, 28, 7
@@ -197,7 +197,7 @@ def test_the_doubly_robust_estimate_lands_near_the_true_value(metrics):
     """Tolerance: 3 bootstrap standard errors of DR, on the *lift* over the logging policy.
 
     DR estimates realised revenue; the simulator's truth holds the revenue of later sessions
-    at an approximate expectation (simulation.expected_other_revenue), the same for every
+    at an approximate expectation (offer_ai.sim.expected_other_revenue), the same for every
     offer. That offset shows as logging_value − true_logging_value and cancels in a lift,
     so the lift is compared. 3 SE: a correct, unbiased estimator misses by more about 0.3 %
     of the time; the 500-resample bootstrap SE itself is good to a few per cent.

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from offer_ai.errors import UserError
-from offer_ai.model.offers import Offer, load_offers
-from offer_ai.sim.simulation import (
+from offer_ai.model.offers import Offer, load_offers, offer_key, parse_offer_key
+from offer_ai.sim import (
     MALFORMED_KINDS,
     DecisionContext,
     GeneratorOptions,
@@ -35,10 +35,8 @@ from offer_ai.sim.simulation import (
     generate,
     load_truth,
     logged_value,
-    offer_key,
     oracle_choices,
     oracle_value,
-    parse_offer_key,
     policy_value,
     true_expected_revenue,
     true_offer_take_probability,
