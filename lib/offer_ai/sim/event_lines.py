@@ -102,8 +102,15 @@ def app_launched_template(identity: Identity) -> tuple[str, str]:
     return head, middle
 
 
+# One function per event type: `stamp` is the event_time value, and `tail` (session_tail) closes
+# it and adds the customer and session ids.
+
+
 def game_start_line(stamp: str, tail: str, balance: int, level: int) -> str:
-    return f'{{"event_id":"game_start","event_time":"{stamp}{tail},"currency_balance":"{balance}","level":"{level}"}}\n'
+    return (
+        f'{{"event_id":"game_start","event_time":"{stamp}{tail},'
+        f'"currency_balance":"{balance}","level":"{level}"}}\n'
+    )
 
 
 def game_end_line(stamp: str, tail: str, balance: int, level: int, score: int, won: str) -> str:

@@ -69,8 +69,8 @@ class UserStream:
 
 @dataclass(slots=True)
 class _Session:
-    """A session as planned at its start: the hidden state the truth records call remaining games
-    and pending offers."""
+    """A session as drawn at its start: id, game count and offer slots (the hidden state behind
+    the truth's remaining_games_in_session and pending_offers_in_session)."""
 
     start: int
     session_id: str
@@ -90,7 +90,7 @@ class _Player:
     customer_id: str
     traits: UserTraits
     rng: random.Random
-    times: EventTimes
+    event_times: EventTimes  #: formats (and counts) the event_time strings
     country: str
     handle: str
     signin: str
@@ -113,11 +113,15 @@ class _Player:
     times_with_offset: int = 0  #: as of the last kept session
 
     def add(self, t: int, line: str) -> None:
+        """Append one valid event (times strictly increase within a user)."""
         self.stream.times.append(t)
         self.stream.lines.append(line)
 
     def prev_week_cents(self, start: int) -> int:
-        """Purchases of sessions that started in [start - 7 days, start): DESIGN §4's window."""
+        """Purchases of sessions that started in [start - 7 days, start): DESIGN §4's window.
+
+        Sessions come in time order, so older ones leave the window for good.
+        """
         while self.week and self.week[0][0] < start - WEEK:
             self.week_cents -= self.week.popleft()[1]
         return self.week_cents
@@ -174,7 +178,7 @@ class Simulator:
             customer_id=customer_identifier(seed, index),
             traits=traits,
             rng=rng,
-            times=EventTimes(self.clock, rng.random),
+            event_times=EventTimes(self.clock, rng.random),
             country=identity.country,
             handle=identity.handle,
             signin=identity.signin,
@@ -216,7 +220,8 @@ class Simulator:
     def _play_session(self, player: _Player, session: _Session) -> tuple[int, int]:
         """app_launched, then the games with the offers at their slots; returns (end time, wins)."""
         t = session.start
-        player.add(t, player.app_head + player.signin + player.app_middle + player.times.stamp(t) + session.tail + "}\n")
+        stamp = player.event_times.stamp(t)
+        player.add(t, player.app_head + player.signin + player.app_middle + stamp + session.tail + "}\n")
         wins = 0
         slots, shown = session.offer_slots, 0
         for game in range(session.games + 1):
@@ -232,7 +237,7 @@ class Simulator:
 
     def _play_game(self, player: _Player, tail: str, t: int) -> tuple[int, bool]:
         """game_start, game_end and maybe a shop purchase; returns (time of the last, won)."""
-        r, stamp, add = player.rng.random, player.times.stamp, player.add
+        r, stamp, add = player.rng.random, player.event_times.stamp, player.add
         level = 1 + player.wins_total // 3
         t += 2 + int(r() * 25)
         add(t, game_start_line(stamp(t), tail, player.balance, level))
@@ -260,7 +265,7 @@ class Simulator:
     def _show_offer(self, player: _Player, session: _Session, game: int, slot: int, t: int) -> int:
         """offer_shown (uniform choice), its truth record, and the purchase if the player takes it."""
         assert session.features is not None and session.truth is not None
-        r, lines = player.rng.random, self.lines
+        r, lines, tail = player.rng.random, self.lines, session.tail
         t += 1 + int(r() * 10)
         choice = int(r() * len(self.catalogue))
         context = DecisionContext(
@@ -273,16 +278,16 @@ class Simulator:
         probabilities = take_probabilities(context)
         bought = r() < probabilities[choice]
         flags = OFFER_FLAGS[(r() < BOOLEAN_JSON_FRACTION) * 2 + bought]
-        stamp = player.times.stamp(t)
-        player.add(
-            t, offer_shown_line(stamp, session.tail, player.balance, lines.offer_parts[choice], flags, lines.propensity_text)
-        )
+        stamp = player.event_times.stamp(t)
+        offer_part = lines.offer_parts[choice]
+        player.add(t, offer_shown_line(stamp, tail, player.balance, offer_part, flags, lines.propensity_text))
         player.stream.decisions.append(self.records.decision(session.truth, context, probabilities, choice, bought, t))
         if bought:
             t += 2 + int(r() * 8)
             cents = lines.offer_cents[choice]
             player.balance += cents
-            player.add(t, purchase_line(player.times.stamp(t), session.tail, player.balance, lines.offer_purchase_parts[choice]))
+            stamp = player.event_times.stamp(t)
+            player.add(t, purchase_line(stamp, tail, player.balance, lines.offer_purchase_parts[choice]))
             player.stream.purchases.append((t, cents))
         return t
 
@@ -297,7 +302,7 @@ def _close_session(player: _Player, session: _Session, end: int, wins: int, firs
     """A kept session becomes the player's last session and enters its purchase week."""
     player.sessions += 1
     player.games += session.games
-    player.times_with_offset = player.times.with_offset
+    player.times_with_offset = player.event_times.with_offset
     if clock.day(end) != clock.day(session.start):
         player.sessions_crossing_midnight += 1
     cents = sum(c for _, c in player.stream.purchases[first_purchase:])
