@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# spark-submit with what every offer-ai job needs: the Delta packages and SQL extension, UTC,
-# the offer_ai package shipped as a zip (--py-files) so the same command works on
-# --master yarn or k8s://..., and in local mode a driver bound to 127.0.0.1.
+# spark-submit with what every offer-ai job needs: Delta (jars installed in the venv's Spark by
+# `make venv`, else --packages), its SQL extension, UTC, the offer_ai package shipped as a zip
+# (--py-files) so the same command works on --master yarn or k8s://..., and in local mode a
+# driver bound to 127.0.0.1 that maps the class-data-sharing archive (scripts/spark_runtime.py).
 #   ./spark-submit.sh [spark-submit options] jobs/<job>.py [job options]
+# OFFER_AI_CDS=off runs without the archive; dump:<file> writes one at exit (spark_runtime.py).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${OFFER_AI_VENV:-$here/.venv}"
-DELTA_PACKAGE="io.delta:delta-spark_4.2_2.13:4.4.0"
+DELTA_PACKAGE="io.delta:delta-spark_4.2_2.13:4.4.0"   # = offer_ai.spark.DELTA_PACKAGE
 
+spark_home=""
 if [[ -x "$venv/bin/spark-submit" ]]; then
   submit="$venv/bin/spark-submit"
   export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$venv/bin/python}"
+  for candidate in "$venv"/lib/python3*/site-packages/pyspark; do spark_home="$candidate"; done
 elif command -v spark-submit >/dev/null 2>&1; then
   submit="$(command -v spark-submit)"
 else
@@ -38,30 +42,65 @@ if [[ $# -eq 0 ]]; then
   exit 2
 fi
 
-# The package zip is rebuilt on every call, so what runs is what is in lib/ now.
+# The package zip, named by its content and written atomically: what runs is what is in lib/
+# now, and a job started meanwhile never reads a half-written zip (nor one rewritten under it).
 build="$here/.offer_ai_build"
 mkdir -p "$build"
-zip="$build/offer_ai.zip"
-"${PYSPARK_PYTHON:-python3}" - "$here/lib" "$zip" <<'PY'
-import pathlib, sys, zipfile
-lib, out = pathlib.Path(sys.argv[1]), sys.argv[2]
-with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-    for path in sorted(lib.rglob("*.py")):
-        zf.write(path, path.relative_to(lib).as_posix())
+zip="$("${PYSPARK_PYTHON:-python3}" - "$here/lib" "$build" <<'PY'
+import hashlib, os, pathlib, sys, tempfile, time, zipfile
+lib, build = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+sources = sorted(lib.rglob("*.py"))
+digest = hashlib.sha256()
+for path in sources:
+    digest.update(path.relative_to(lib).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+out = build / f"offer_ai-{digest.hexdigest()[:16]}.zip"
+if not out.exists():
+    fd, tmp = tempfile.mkstemp(dir=build, suffix=".zip.tmp")
+    with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sources:
+            zf.write(path, path.relative_to(lib).as_posix())
+    os.replace(tmp, out)
+os.utime(out)
+week = time.time() - 7 * 86400  # zips a job may still be running from stay a week
+for old in build.glob("offer_ai-*.zip"):
+    if old != out and old.stat().st_mtime < week:
+        old.unlink(missing_ok=True)
+print(out)
 PY
+)"
 py_files="$zip${py_files:+,$py_files}"
 # The zipped package cannot find conf/ beside itself: tell it where the default config lives.
 export OFFER_AI_CONF_DIR="${OFFER_AI_CONF_DIR:-$here/conf}"
+
+# Delta: the jars make venv installed, or Ivy resolves the package on start.
+packages=(--packages "$DELTA_PACKAGE")
+if [[ -n "$spark_home" && -f "$spark_home/jars/offer-ai-packages.txt" ]] \
+   && grep -qxF "$DELTA_PACKAGE" "$spark_home/jars/offer-ai-packages.txt"; then
+  packages=()
+  # Spark's own conf/ would put a stale spark-defaults.conf (and its packages) back; the jobs
+  # take their settings from conf/*.yaml. An empty folder also keeps the classpath archivable.
+  if [[ -z "${SPARK_CONF_DIR:-}" ]]; then
+    export SPARK_CONF_DIR="$build/spark-conf"
+    mkdir -p "$SPARK_CONF_DIR"
+  fi
+fi
 
 local_opts=()
 if [[ -z "$master" || "$master" == local* ]]; then
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
   local_opts=(--conf spark.driver.host=127.0.0.1 --conf spark.driver.bindAddress=127.0.0.1
               --conf spark.ui.enabled=false --conf spark.ui.showConsoleProgress=false)
+  archive="$spark_home/offer-ai-cds/classes.jsa"
+  cds="${OFFER_AI_CDS:-auto}"
+  if [[ "$cds" == dump:* ]]; then
+    local_opts+=(--conf "spark.driver.extraJavaOptions=-XX:ArchiveClassesAtExit=${cds#dump:} -Xlog:cds=off -Xlog:cds+dynamic=off")
+  elif [[ "$cds" != off && ${#packages[@]} -eq 0 && -f "$archive" ]]; then
+    local_opts+=(--conf "spark.driver.extraJavaOptions=-XX:SharedArchiveFile=$archive -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off")
+  fi
 fi
 
 exec "$submit" \
-  --packages "$DELTA_PACKAGE" \
+  ${packages[@]+"${packages[@]}"} \
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
   --conf spark.sql.session.timeZone=UTC \

@@ -11,7 +11,7 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from offer_ai.cli import JobFailed, job_parser, log, run_job
+from offer_ai.cli import JobFailed, job_parser, log, run_job, step
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
 from offer_ai.ingest import sessionize as ingest
@@ -43,20 +43,26 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     inputs = args.input or [f"{settings.raw.root.rstrip('/')}/date={args.run_date}" if args.run_date else settings.raw.root]
     tables = ingest.Tables(*(settings.table_path(n) for n in ("events", "events_quarantine", "sessions", "users")))
 
-    spark = build_spark(settings, app_name="offer-ai sessionize")
+    with step("spark_start"):
+        spark = build_spark(settings, app_name="offer-ai sessionize")
     ingest.require_utc(spark)
-    spec.check(spark)  # a bad features.yaml entry fails here, before any data is read
-    files = list_input_files(spark, inputs)
-    mark = ingest.watermark(spark, tables)  # events stored after it still need sessionizing
+    with step("check_spec"):
+        spec.check(spark)  # a bad features.yaml entry fails here, before any data is read
+    with step("list_files"):
+        files = list_input_files(spark, inputs)
+    with step("watermark"):
+        mark = ingest.watermark(spark, tables)  # events stored after it still need sessionizing
     ingested_at = ingest.ingest_time(mark)
     log.info("sessionize: %d file(s) from %s into %s (split=%s)", len(files), ", ".join(inputs), settings.lake.root, split)
 
-    batch, counts = ingest.cache_batch(parse_lines(read_lines(spark, files), ingested_at))
+    with step("parse"):
+        batch, counts = ingest.cache_batch(parse_lines(read_lines(spark, files), ingested_at))
     summary: dict[str, Any] = {
         "inputs": inputs, "files": len(files), "lake": settings.lake.root, "ingested_at": ingested_at.isoformat(),
         "split": split, "spec_version": spec.version, "max_bad_ratio": max_bad,
-        "quarantine_rows_added": ingest.store_quarantine(spark, tables.quarantine, batch, counts),
     }
+    with step("quarantine"):
+        summary["quarantine_rows_added"] = ingest.store_quarantine(spark, tables.quarantine, batch, counts)
     if counts.bad_ratio > max_bad:  # the quarantine is written; the rest of the batch is held back
         batch.unpersist()
         raise JobFailed(
@@ -65,11 +71,13 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             f"and the {counts.valid} valid lines were held back (events, sessions and users are unchanged).",
             {**summary, **counts.reconciliation(None)},
         )
-    summary.update(counts.reconciliation(ingest.store_events(spark, tables.events, batch, counts)))
+    with step("events"):
+        summary.update(counts.reconciliation(ingest.store_events(spark, tables.events, batch, counts)))
     batch.unpersist()
     log.info("sessionize: %(lines_read)d lines, %(events_accepted)d new events, %(duplicates)d duplicates, "
              "%(quarantined)d quarantined", summary)
-    summary.update(ingest.update_sessions_and_users(spark, tables, spec, split, gap, mark, ingested_at))
+    with step("sessions_users"):
+        summary.update(ingest.update_sessions_and_users(spark, tables, spec, split, gap, mark, ingested_at))
     return summary
 
 

@@ -12,13 +12,34 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from offer_ai.config import Settings, load_settings
 from offer_ai.errors import UserError
 
 log = logging.getLogger("offer_ai")
+#: Wall seconds of each named step of the running job (see `step`); reset by run_job.
+_steps: dict[str, float] = {}
+
+
+@contextmanager
+def step(name: str) -> Iterator[None]:
+    """Time one step of a job: logged when it ends, and reported under `steps` in the summary,
+    so a slow night shows where its time went without a profiler."""
+    started = time.monotonic()
+    spark_context = _active_spark_context()
+    if spark_context is not None:  # the step's name on its Spark jobs (UI, event log)
+        spark_context.setJobDescription(name)
+    try:
+        yield
+    finally:
+        if spark_context is not None:
+            spark_context.setJobDescription(None)  # type: ignore[arg-type]
+        seconds = time.monotonic() - started
+        _steps[name] = round(_steps.get(name, 0.0) + seconds, 3)
+        log.info("step %s: %.2f s", name, seconds)
 
 
 class JobFailed(Exception):
@@ -28,6 +49,18 @@ class JobFailed(Exception):
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+def _active_spark_context() -> Any:
+    """The running SparkContext, if this process has one (without importing pyspark for jobs
+    that do not use Spark)."""
+    pyspark = sys.modules.get("pyspark")
+    return None if pyspark is None else pyspark.SparkContext._active_spark_context
+
+
+def _timed_steps() -> dict[str, Any]:
+    """`steps` for the summary, when the job timed any."""
+    return {"steps": dict(_steps)} if _steps else {}
 
 
 def job_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -81,6 +114,7 @@ def run_job(
     configure_logging()
     args = parser.parse_args(argv)
     started = time.monotonic()
+    _steps.clear()
     try:
         settings = settings_from_args(args)
         summary = main(args, settings)
@@ -88,12 +122,12 @@ def run_job(
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except JobFailed as exc:
-        failed = {"job": parser.prog, **exc.summary, "seconds": round(time.monotonic() - started, 3)}
+        failed = {"job": parser.prog, **exc.summary, "seconds": round(time.monotonic() - started, 3), **_timed_steps()}
         sys.stdout.flush()
         print(json.dumps(failed, default=str), flush=True)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    summary = {"job": parser.prog, **summary, "seconds": round(time.monotonic() - started, 3)}
+    summary = {"job": parser.prog, **summary, "seconds": round(time.monotonic() - started, 3), **_timed_steps()}
     sys.stdout.flush()
     print(json.dumps(summary, default=str), flush=True)
     sys.exit(0)

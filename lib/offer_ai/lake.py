@@ -92,14 +92,18 @@ def append(spark: SparkSession, path: str, source: DataFrame) -> int:
 
     Cheaper than a MERGE into a table that was just created: no join, no second pass."""
     source.write.format("delta").mode("append").save(path)
-    metrics = DeltaTable.forPath(spark, path).history(1).first()["operationMetrics"] or {}
-    return int(metrics.get("numOutputRows", 0))
+    return int(last_operation_metrics(spark, path).get("numOutputRows", 0))
+
+
+def last_operation_metrics(spark: SparkSession, path: str) -> dict[str, str]:
+    """The operation metrics of the table's newest commit (what the last write did)."""
+    return DeltaTable.forPath(spark, path).history(1).first()["operationMetrics"] or {}
 
 
 def insert_unseen(
     spark: SparkSession, path: str, source: DataFrame, keys: Sequence[str], target_filter: str | None = None
-) -> int:
-    """Insert the source rows whose key the table does not hold; return how many were inserted.
+) -> MergeCounts:
+    """Insert the source rows whose key the table does not hold (the counts say how many).
 
     `target_filter` (SQL on alias t) limits the target scan, e.g. to the partitions the batch
     can hit; it must not exclude a row that could match.
@@ -113,7 +117,7 @@ def insert_unseen(
         .whenNotMatchedInsertAll()
         .execute()
     )
-    return _counts(result).inserted
+    return _counts(result)
 
 
 def upsert(

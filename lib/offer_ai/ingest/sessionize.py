@@ -113,18 +113,18 @@ def ingest_time(mark: dt.datetime | None) -> dt.datetime:
 
 
 def cache_batch(parsed: DataFrame) -> tuple[DataFrame, BatchCounts]:
-    """Cache the parsed batch (the input is read once) and count it in one pass."""
+    """Cache the parsed batch (the input is read and parsed once) and count it in the same pass.
+
+    The count of distinct valid events is not taken here (a distinct count per group costs a
+    second shuffle): the events write reports it (`store_events`)."""
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = parsed.groupBy("reason", "event_date").agg(
-        F.count(F.lit(1)).alias("lines"), F.count_distinct("event_key").alias("keys")
-    ).collect()
+    rows = parsed.groupBy("reason", "event_date").agg(F.count(F.lit(1)).alias("lines")).collect()
     counts = BatchCounts(quarantined_by_reason=dict.fromkeys(REASONS, 0))
     dates: set[dt.date] = set()
     for row in rows:
         counts.lines_read += row["lines"]
         if row["reason"] is None:
             counts.valid += row["lines"]
-            counts.distinct_valid += row["keys"]  # a key determines its event_date: sums are exact
             dates.add(row["event_date"])
         else:
             counts.quarantined_by_reason[row["reason"]] += row["lines"]
@@ -138,19 +138,26 @@ def store_quarantine(spark: SparkSession, path: str, parsed: DataFrame, counts: 
     if not counts.quarantined:
         return 0
     rows = quarantine_rows(parsed)
-    return lake.append(spark, path, rows) if created else lake.insert_unseen(spark, path, rows, ["quarantine_key"])
+    return lake.append(spark, path, rows) if created else lake.insert_unseen(spark, path, rows, ["quarantine_key"]).inserted
 
 
 def store_events(spark: SparkSession, path: str, parsed: DataFrame, counts: BatchCounts) -> int:
-    """Insert the batch's events whose key is not stored yet; only the batch's days are scanned."""
+    """Insert the batch's events whose key is not stored yet; only the batch's days are scanned.
+
+    Returns how many were inserted, and sets `counts.distinct_valid`: from the write's own metrics
+    when the table is new, else by counting the deduplicated batch (a MERGE that inserts nothing
+    does not commit, so it has no metrics to read)."""
     created = lake.ensure_table(spark, path, EVENTS_SCHEMA, partition_by=["event_date"], properties=EVENTS_PROPERTIES)
     if not counts.valid:
         return 0
     events = distinct_events(accepted_events(parsed))
     if created:
-        return lake.append(spark, path, events)
+        inserted = lake.append(spark, path, events)
+        counts.distinct_valid = inserted
+        return inserted
     days = ", ".join(f"DATE'{d.isoformat()}'" for d in counts.dates)
-    return lake.insert_unseen(spark, path, events, ["event_date", "event_key"], f"t.event_date IN ({days})")
+    counts.distinct_valid = events.count()
+    return lake.insert_unseen(spark, path, events, ["event_date", "event_key"], f"t.event_date IN ({days})").inserted
 
 
 def update_sessions_and_users(
