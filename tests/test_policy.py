@@ -123,3 +123,24 @@ def test_bad_epsilon_and_bad_scores_are_rejected() -> None:
         EpsilonGreedyPolicy(lambda r, o: np.zeros((len(r), 2)), OFFERS, 0.1).probabilities(context(3))
     with pytest.raises(UserError, match="NaN"):
         EpsilonGreedyPolicy(lambda r, o: np.full((len(r), 4), np.nan), OFFERS, 0.1).probabilities(context(3))
+
+
+def test_choosing_from_precomputed_scores_is_choosing_with_the_scorer() -> None:
+    by_scorer = EpsilonGreedyPolicy(fixed_scorer, OFFERS, epsilon=0.4, seed=11).choose(context(40))
+    by_scores = EpsilonGreedyPolicy(fixed_scorer, OFFERS, epsilon=0.4, seed=11).choose_from_scores(
+        SCORES[np.arange(40) % len(SCORES)])
+    assert by_scores == by_scorer
+    # ε = 0.4, K = 4: greedy 1 − 0.4 + 0.1 = 0.7, others 0.1; the whole distribution travels with the decision.
+    for i, d in enumerate(by_scores):
+        expected = [0.1] * 4
+        expected[GREEDY[i % 4]] = 0.7
+        assert d.probabilities == pytest.approx(tuple(expected))
+        assert d.propensity == pytest.approx(expected[d.offer_index])
+
+
+def test_precomputed_scores_of_the_wrong_shape_or_with_nan_are_refused() -> None:
+    policy = EpsilonGreedyPolicy(fixed_scorer, OFFERS, epsilon=0.1)
+    with pytest.raises(UserError, match="rows × offers"):
+        policy.choose_from_scores(np.zeros((1, 3)))
+    with pytest.raises(UserError, match="NaN"):
+        policy.choose_from_scores(np.array([[1.0, np.nan, 0.0, 0.0]]))

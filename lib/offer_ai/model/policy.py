@@ -44,6 +44,8 @@ class Decision:
     propensity: float
     model_version: str
     scores: tuple[float, ...]
+    #: π(· | context) over every candidate, in candidate order: what a log needs to replay the policy.
+    probabilities: tuple[float, ...] = ()
 
 
 class _Policy:
@@ -84,6 +86,7 @@ class _Policy:
                 propensity=float(probs[i, k]),
                 model_version=self.model_version,
                 scores=tuple(float(s) for s in scores[i]),
+                probabilities=tuple(float(p) for p in probs[i]),
             )
             for i, k in enumerate(chosen)
         ]
@@ -91,6 +94,16 @@ class _Policy:
     def choose(self, context_rows: pd.DataFrame) -> list[Decision]:
         """One decision per context row, sampled from :meth:`probabilities` with the policy's seeded RNG."""
         scores = self.scores(context_rows)
+        return self._decide(scores, self._probabilities_from_scores(scores))
+
+    def choose_from_scores(self, scores: np.ndarray) -> list[Decision]:
+        """:meth:`choose` for scores computed elsewhere ([n, K], catalogue order): the request-time
+        path, which scores one player without a DataFrame (``offer_ai.model.candidate_scorer``)."""
+        scores = np.asarray(scores, dtype=float)
+        if scores.ndim != 2 or scores.shape[1] != len(self.offers):
+            raise UserError(f"Scores must be [n, {len(self.offers)}] (rows × offers), got shape {scores.shape}.")
+        if not np.all(np.isfinite(scores)):
+            raise UserError("The scorer returned a NaN or infinite score; the greedy offer would be arbitrary.")
         return self._decide(scores, self._probabilities_from_scores(scores))
 
 
