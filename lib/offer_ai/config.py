@@ -128,6 +128,39 @@ class SageMakerSettings(_Section):
     hyperparameters: dict[str, str | int | float] = Field(default_factory=dict)
 
 
+class ServingSettings(_Section):
+    """The decision service (jobs/serve.py) and the model promotion (jobs/promote_model.py).
+
+    The latency budget is the point: a decision must come back within it whatever the store
+    does, so the feature read has its own deadline, after which the no-history defaults serve.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    #: uvicorn worker processes; behind a load balancer prefer more instances of one worker each.
+    workers: int = Field(1, ge=1)
+    #: Promoted models: <models_root>/versions/<model version>/ and the pointer <models_root>/CURRENT.
+    models_root: str = "./models"
+    #: How often the service looks at CURRENT for a newly promoted model.
+    model_poll_s: float = Field(5.0, gt=0)
+    #: The ε of the ε-greedy policy (also the policy the promotion guard evaluates).
+    epsilon: float = Field(0.1, ge=0.0, le=1.0)
+    #: Whole budget of one feature read (queueing, connect, retries); past it the defaults serve.
+    store_timeout_ms: float = Field(50.0, gt=0)
+    #: botocore's per-attempt timeouts and attempts for the feature read (tight: the budget rules).
+    store_connect_timeout_ms: float = Field(50.0, gt=0)
+    store_read_timeout_ms: float = Field(50.0, gt=0)
+    store_max_attempts: int = Field(2, ge=1)
+    #: Threads doing the blocking DynamoDB reads (boto3 has no async client).
+    store_threads: int = Field(16, ge=1)
+    #: Where decisions are logged as raw events; None = raw.root (a local or shared folder).
+    decision_log_dir: str | None = None
+    #: A decision-log file is written at least this often (and at shutdown) ...
+    decision_log_flush_s: float = Field(10.0, gt=0)
+    #: ... or as soon as this many decisions wait.
+    decision_log_max_lines: int = Field(5000, ge=1)
+
+
 class Settings(_Section):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
@@ -137,6 +170,7 @@ class Settings(_Section):
     online_store: OnlineStoreSettings = Field(default_factory=OnlineStoreSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     offers_file: str = "offers.yaml"
     features_file: str = "features.yaml"
     #: Where the settings came from; set by load_settings, not by the file.
