@@ -46,12 +46,13 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     with step("spark_start"):
         spark = build_spark(settings, app_name="offer-ai sessionize")
     ingest.require_utc(spark)
-    with step("check_spec"):
-        spec.check(spark)  # a bad features.yaml entry fails here, before any data is read
+    state = ingest.ingest_state(spark, tables)  # events stored after state.mark still need sessionizing
+    if state.spec_checked != spec.check_key:
+        with step("check_spec"):
+            spec.check(spark)  # a bad features.yaml entry fails here, before any data is read
     with step("list_files"):
         files = list_input_files(spark, inputs)
-    with step("watermark"):
-        mark = ingest.watermark(spark, tables)  # events stored after it still need sessionizing
+    mark = state.mark
     ingested_at = ingest.ingest_time(mark)
     log.info("sessionize: %d file(s) from %s into %s (split=%s)", len(files), ", ".join(inputs), settings.lake.root, split)
 
@@ -72,12 +73,13 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             {**summary, **counts.reconciliation(None)},
         )
     with step("events"):
-        summary.update(counts.reconciliation(ingest.store_events(spark, tables.events, batch, counts)))
+        added = ingest.store_events(spark, tables.events, batch, counts)
+    summary.update(counts.reconciliation(added))
     batch.unpersist()
     log.info("sessionize: %(lines_read)d lines, %(events_accepted)d new events, %(duplicates)d duplicates, "
              "%(quarantined)d quarantined", summary)
     with step("sessions_users"):
-        summary.update(ingest.update_sessions_and_users(spark, tables, spec, split, gap, mark, ingested_at))
+        summary.update(ingest.update_sessions_and_users(spark, tables, spec, split, gap, mark, ingested_at, added > 0))
     return summary
 
 

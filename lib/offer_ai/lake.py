@@ -8,13 +8,14 @@ job leave every table as it was.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -70,7 +71,7 @@ def ensure_table(
 ) -> bool:
     """Create the table if missing (True when it was created); add columns `schema` has and the
     table lacks (a new feature in features.yaml becomes a new, initially null, column rather than
-    a failed MERGE)."""
+    a failed MERGE), and `properties` it does not have yet."""
     if not exists(spark, path):
         builder = DeltaTable.createIfNotExists(spark).location(qualified(spark, path)).addColumns(schema)
         if partition_by:
@@ -84,6 +85,13 @@ def ensure_table(
     if missing:
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
         spark.sql(f"ALTER TABLE delta.`{qualified(spark, path)}` ADD COLUMNS ({columns})")
+    if properties:  # a table made by an older version gets them once
+        table = f"delta.`{qualified(spark, path)}`"
+        have = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
+        wanted = {k: v for k, v in properties.items() if have.get(k) != v}
+        if wanted:
+            pairs = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
+            spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({pairs})")
     return False
 
 
@@ -91,33 +99,25 @@ def append(spark: SparkSession, path: str, source: DataFrame) -> int:
     """Append rows (to a table known to hold none of their keys); return how many were written.
 
     Cheaper than a MERGE into a table that was just created: no join, no second pass."""
-    source.write.format("delta").mode("append").save(path)
-    return int(last_operation_metrics(spark, path).get("numOutputRows", 0))
+    rows = Observation("appended")
+    source.observe(rows, F.count(F.lit(1)).alias("rows")).write.format("delta").mode("append").save(path)
+    return int(rows.get["rows"])  # counted as they were written (an empty append leaves no commit to read)
 
 
-def last_operation_metrics(spark: SparkSession, path: str) -> dict[str, str]:
-    """The operation metrics of the table's newest commit (what the last write did)."""
-    return DeltaTable.forPath(spark, path).history(1).first()["operationMetrics"] or {}
+def append_unseen(
+    spark: SparkSession, path: str, source: DataFrame, keys: Sequence[str], target_filter: Column | None = None
+) -> int:
+    """Append the source rows whose key the table does not hold; return how many were appended.
 
-
-def insert_unseen(
-    spark: SparkSession, path: str, source: DataFrame, keys: Sequence[str], target_filter: str | None = None
-) -> MergeCounts:
-    """Insert the source rows whose key the table does not hold (the counts say how many).
-
-    `target_filter` (SQL on alias t) limits the target scan, e.g. to the partitions the batch
-    can hit; it must not exclude a row that could match.
+    One read of the target's keys (`target_filter` prunes it: it must not exclude a row that
+    could match) and one append — about half the Spark jobs of an
+    insert-only MERGE, which also materialises a cached source first. Unlike a MERGE, two
+    writers appending at once are not checked against each other: callers hold the run lock.
     """
-    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-    if target_filter:
-        condition = f"({target_filter}) AND {condition}"
-    result = (
-        DeltaTable.forPath(spark, path).alias("t")
-        .merge(source.alias("s"), condition)
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
-    return _counts(result)
+    existing = read(spark, path)
+    if target_filter is not None:
+        existing = existing.where(target_filter)
+    return append(spark, path, source.join(existing.select(*keys), list(keys), "left_anti"))
 
 
 def upsert(
@@ -168,17 +168,51 @@ def commit_metadata(spark: SparkSession, values: dict[str, Any]) -> Iterator[Non
             spark.conf.set(_USER_METADATA, previous)
 
 
-def latest_metadata(spark: SparkSession, path: str, key: str, lookback: int = 50) -> Any | None:
-    """The value of `key` in the newest of the last `lookback` commits that recorded it, else None."""
-    if not exists(spark, path):
-        return None
-    rows = DeltaTable.forPath(spark, path).history(lookback).select("version", "userMetadata").collect()
-    for row in sorted(rows, key=lambda r: r["version"], reverse=True):
-        if row["userMetadata"]:
-            try:
-                recorded = json.loads(row["userMetadata"])
-            except ValueError:
-                continue
-            if isinstance(recorded, dict) and key in recorded:
-                return recorded[key]
+def latest_metadata(spark: SparkSession, path: str, key: str) -> Any | None:
+    """The value of `key` in the newest commit that recorded it, else None."""
+    recorded = latest_commit_metadata(spark, path, key)
+    return None if recorded is None else recorded[key]
+
+
+def latest_commit_metadata(spark: SparkSession, path: str, key: str) -> dict[str, Any] | None:
+    """The userMetadata (a dict) of the newest commit whose metadata holds `key`, else None.
+
+    Read straight from the table's `_delta_log/` through Hadoop's FileSystem, newest commit
+    first: no Spark job (DeltaTable.history is one), and no fixed look-back, so any number of
+    maintenance commits (OPTIMIZE, VACUUM, ALTER) since the last write cannot hide the value.
+    Only commits Delta has already cleaned up (log retention, 30 days by default) are out of
+    reach; then the answer is None, as for a table that never recorded the key.
+    """
+    for info in _commit_infos_newest_first(spark, path):
+        try:
+            recorded = json.loads(info.get("userMetadata") or "null")
+        except ValueError:
+            continue
+        if isinstance(recorded, dict) and key in recorded:
+            return recorded
     return None
+
+
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def _commit_infos_newest_first(spark: SparkSession, path: str) -> Iterator[dict[str, Any]]:
+    """The commitInfo action of each commit in the table's log, newest first (read lazily)."""
+    jvm = spark.sparkContext._jvm  # type: ignore[union-attr]
+    log_dir = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/_delta_log")
+    fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())  # type: ignore[union-attr]
+    if not fs.exists(log_dir):
+        return
+    names = sorted((s.getPath().getName() for s in fs.listStatus(log_dir)), reverse=True)
+    for name in names:
+        if not _COMMIT_FILE.match(name):
+            continue
+        stream = fs.open(jvm.org.apache.hadoop.fs.Path(log_dir, name))
+        try:
+            text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+        for line in text.splitlines():
+            if line.startswith('{"commitInfo"'):
+                yield json.loads(line)["commitInfo"]
+                break

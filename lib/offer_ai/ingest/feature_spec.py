@@ -65,6 +65,13 @@ class FeatureSpec:
     version: str = ""
 
     @property
+    def check_key(self) -> str:
+        """What a passed `check` depends on: the definition and the events schema it is analysed
+        against. A job whose last successful write recorded this key may skip the check."""
+        schema = hashlib.sha256(EVENTS_SCHEMA.json().encode()).hexdigest()[:8]
+        return f"{self.version}-{schema}"
+
+    @property
     def session_columns(self) -> tuple[str, ...]:
         """Columns of `sessions`, in order: keys, aggregates, identity fields, derived fields."""
         return SESSION_KEYS + tuple(self.session_aggregates) + self.identity.columns

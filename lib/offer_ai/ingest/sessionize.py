@@ -44,8 +44,13 @@ from offer_ai.ingest.sessions import (
 from offer_ai.ingest.users import build_users
 
 WATERMARK = "sessionize.events_ingested_through"
+#: The FeatureSpec.check_key of the definition the last successful run checked and used.
+SPEC_CHECKED = "sessionize.spec_checked"
 #: Stats only on the columns that prune: a long payload is not worth min/max statistics.
 EVENTS_PROPERTIES = {"delta.dataSkippingStatsColumns": "event_time,user_id,session_id,event_id,ingested_at"}
+#: sessions and users are updated a few rows per file each night: deletion vectors mark the old
+#: rows instead of rewriting whole files, so a night's MERGE writes what changed, not history.
+UPDATED_IN_PLACE = {"delta.enableDeletionVectors": "true"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,8 @@ class BatchCounts:
     valid: int = 0
     distinct_valid: int = 0
     dates: list[dt.date] = field(default_factory=list)
+    #: the files the rejected lines came from (a rerun's quarantine rows can only be in those)
+    quarantined_files: list[str] = field(default_factory=list)
 
     @property
     def quarantined(self) -> int:
@@ -97,12 +104,23 @@ def require_utc(spark: SparkSession) -> None:
         raise UserError(f"spark.sql.session.timeZone must be UTC for sessionize (got {zone}).")
 
 
-def watermark(spark: SparkSession, tables: Tables) -> dt.datetime | None:
-    """Events stored up to this time are reflected in both sessions and users (None: rebuild)."""
-    marks = [lake.latest_metadata(spark, path, WATERMARK) for path in (tables.sessions, tables.users)]
-    if any(m is None for m in marks):
-        return None
-    return min(dt.datetime.fromisoformat(m) for m in marks)
+@dataclass(frozen=True)
+class IngestState:
+    """What the last successful run left behind, read from the sessions and users commits."""
+
+    #: Events stored up to this time are reflected in both sessions and users (None: rebuild).
+    mark: dt.datetime | None
+    #: The check key of the feature definition that run checked (None: check it now).
+    spec_checked: str | None
+
+
+def ingest_state(spark: SparkSession, tables: Tables) -> IngestState:
+    recorded = [lake.latest_commit_metadata(spark, path, WATERMARK) for path in (tables.sessions, tables.users)]
+    if any(r is None for r in recorded):
+        return IngestState(None, None)
+    mark = min(dt.datetime.fromisoformat(r[WATERMARK]) for r in recorded)  # type: ignore[index]
+    checked = {r.get(SPEC_CHECKED) for r in recorded}  # type: ignore[union-attr]
+    return IngestState(mark, checked.pop() if len(checked) == 1 else None)
 
 
 def ingest_time(mark: dt.datetime | None) -> dt.datetime:
@@ -118,9 +136,11 @@ def cache_batch(parsed: DataFrame) -> tuple[DataFrame, BatchCounts]:
     The count of distinct valid events is not taken here (a distinct count per group costs a
     second shuffle): the events write reports it (`store_events`)."""
     parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = parsed.groupBy("reason", "event_date").agg(F.count(F.lit(1)).alias("lines")).collect()
+    rejected_file = F.when(F.col("reason").isNotNull(), F.col("source_file")).alias("rejected_file")
+    rows = parsed.groupBy("reason", "event_date", rejected_file).agg(F.count(F.lit(1)).alias("lines")).collect()
     counts = BatchCounts(quarantined_by_reason=dict.fromkeys(REASONS, 0))
     dates: set[dt.date] = set()
+    files: set[str] = set()
     for row in rows:
         counts.lines_read += row["lines"]
         if row["reason"] is None:
@@ -128,7 +148,8 @@ def cache_batch(parsed: DataFrame) -> tuple[DataFrame, BatchCounts]:
             dates.add(row["event_date"])
         else:
             counts.quarantined_by_reason[row["reason"]] += row["lines"]
-    counts.dates = sorted(dates)
+            files.add(row["rejected_file"])
+    counts.dates, counts.quarantined_files = sorted(dates), sorted(files)
     return parsed, counts
 
 
@@ -138,7 +159,8 @@ def store_quarantine(spark: SparkSession, path: str, parsed: DataFrame, counts: 
     if not counts.quarantined:
         return 0
     rows = quarantine_rows(parsed)
-    return lake.append(spark, path, rows) if created else lake.insert_unseen(spark, path, rows, ["quarantine_key"]).inserted
+    return lake.append(spark, path, rows) if created else lake.append_unseen(
+        spark, path, rows, ["quarantine_key"], F.col("source_file").isin(counts.quarantined_files))
 
 
 def store_events(spark: SparkSession, path: str, parsed: DataFrame, counts: BatchCounts) -> int:
@@ -155,17 +177,18 @@ def store_events(spark: SparkSession, path: str, parsed: DataFrame, counts: Batc
         inserted = lake.append(spark, path, events)
         counts.distinct_valid = inserted
         return inserted
-    days = ", ".join(f"DATE'{d.isoformat()}'" for d in counts.dates)
     counts.distinct_valid = events.count()
-    return lake.insert_unseen(spark, path, events, ["event_date", "event_key"], f"t.event_date IN ({days})").inserted
+    return lake.append_unseen(spark, path, events, ["event_date", "event_key"], F.col("event_date").isin(counts.dates))
 
 
 def update_sessions_and_users(
     spark: SparkSession, tables: Tables, spec: FeatureSpec, split: str, gap_minutes: int,
-    mark: dt.datetime | None, ingested_at: dt.datetime,
+    mark: dt.datetime | None, ingested_at: dt.datetime, events_added: bool = False,
 ) -> dict[str, Any]:
     """Recompute the sessions the events stored after `mark` touch (from all their events, old and
-    new) and their users, and MERGE them in; `mark` None rebuilds every session from every event."""
+    new) and their users, and MERGE them in; `mark` None rebuilds every session from every event.
+
+    `events_added`: this run stored events, so there is work (no need to look for it)."""
     events = lake.read(spark, tables.events)
     pending = events if mark is None else events.where(F.col("ingested_at") > F.lit(mark))
     pending = pending.where(F.col("ingested_at") <= F.lit(ingested_at)).select(
@@ -173,7 +196,7 @@ def update_sessions_and_users(
     )
     cached = [pending.persist(StorageLevel.MEMORY_AND_DISK)]
     try:
-        if pending.isEmpty():
+        if not events_added and pending.isEmpty():
             return {"sessions_rebuilt": False, **dict.fromkeys(
                 ("sessions_inserted", "sessions_updated", "sessions_deleted", "users_inserted", "users_updated"), 0)}
         identities = identity_events(events, spec)
@@ -181,16 +204,16 @@ def update_sessions_and_users(
             identities = identities.join(pending.select("user_id").distinct(), "user_id", "left_semi")
         cached.append(identities.persist(StorageLevel.MEMORY_AND_DISK))
         sessions, gone = _session_changes(spark, tables, spec, split, gap_minutes, events, pending, identities, mark, cached)
-        created = lake.ensure_table(spark, tables.sessions, sessions.schema)
+        created = lake.ensure_table(spark, tables.sessions, sessions.schema, properties=UPDATED_IN_PLACE)
         source = sessions.withColumn("_delete", F.lit(False)).unionByName(
             gone.select(*SESSION_KEYS, F.lit(True).alias("_delete")), allowMissingColumns=True
         ) if gone is not None else sessions
-        with lake.commit_metadata(spark, {WATERMARK: ingested_at.isoformat()}):
+        with lake.commit_metadata(spark, {WATERMARK: ingested_at.isoformat(), SPEC_CHECKED: spec.check_key}):
             merged = (lake.MergeCounts(inserted=lake.append(spark, tables.sessions, sessions)) if created
                       else lake.upsert(spark, tables.sessions, source, SESSION_KEYS, "_delete" if gone is not None else None))
             known = lake.read_or_empty(spark, tables.users, "user_id string, first_seen timestamp, last_seen timestamp")
             users = build_users(pending, known, lake.read(spark, tables.sessions), identities, spec)
-            created = lake.ensure_table(spark, tables.users, users.schema)
+            created = lake.ensure_table(spark, tables.users, users.schema, properties=UPDATED_IN_PLACE)
             merged_users = (lake.MergeCounts(inserted=lake.append(spark, tables.users, users)) if created
                             else lake.upsert(spark, tables.users, users, ["user_id"]))
         return {"sessions_rebuilt": mark is None, "sessions_inserted": merged.inserted,
