@@ -1,8 +1,9 @@
-"""Delta tables of the lake (DESIGN §3): create-if-missing, insert-unseen-keys, upsert, watermarks.
+"""Delta tables of the lake (DESIGN §3): create-if-missing, append-unseen-keys, upsert, watermarks.
 
 Path-based tables (`<lake root>/<name>`), so any Delta reader opens them without a metastore.
-Every write is a single MERGE: atomic, and idempotent by key, which is what makes a rerun of a
-job leave every table as it was.
+Every write is one atomic commit and idempotent by key (an append of the keys the table does
+not hold yet, or a MERGE that changes only rows whose values differ), which is what makes a
+rerun of a job leave every table as it was.
 """
 
 from __future__ import annotations
