@@ -47,6 +47,7 @@ def make_client(
     max_attempts: int = 10,
     connect_timeout_s: float = 5.0,
     read_timeout_s: float = 30.0,
+    max_pool_connections: int = 10,
 ) -> Any:
     """A DynamoDB client for `store`, with botocore's own retries for throttling and 5xx.
 
@@ -66,6 +67,7 @@ def make_client(
             retries={"mode": retry_mode, "max_attempts": max_attempts},
             connect_timeout=connect_timeout_s,
             read_timeout=read_timeout_s,
+            max_pool_connections=max_pool_connections,  # one per thread that calls it at once
         ),
         **kwargs,
     )
