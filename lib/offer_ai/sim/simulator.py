@@ -145,6 +145,11 @@ class Simulator:
         A session that would end past the range's end (less a margin) is dropped, and the
         user's timeline ends there.
         """
+        return self.simulate_player(index, counts).stream
+
+    def simulate_player(self, index: int, counts: dict[str, Any]) -> _Player:
+        """:meth:`simulate_user`, returning the player as it stands at the end of the range (its
+        random stream included), so a later simulation can go on from there (`responses`)."""
         player = self._new_player(index)
         gap_rate = player.traits.sessions_per_day / DAY
         start = self.clock.t0 + int(player.rng.random() * max(1, int(FIRST_SESSION_SPREAD * self.options.days * DAY)))
@@ -162,7 +167,7 @@ class Simulator:
             _close_session(player, session, end, wins, marks[2], self.clock)
             start = end + MIN_SESSION_GAP + int(player.rng.expovariate(gap_rate))
         _add_tallies(counts, player)
-        return player.stream
+        return player
 
     # -- a user and a session ----------------------------------------------------------------
 
