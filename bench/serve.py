@@ -146,9 +146,10 @@ async def load(port: int, rate: float, seconds: float, players: int, connections
     async def one(due: float, payload: bytes) -> None:
         conn = await pool.get()
         try:
-            status, headers, body = await conn.call(payload)
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            status, headers, body = await asyncio.wait_for(conn.call(payload), 30.0)
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
             errors.append(type(exc).__name__)
+            conn.writer.close()
             conn = Connection(*await asyncio.open_connection("127.0.0.1", port))
         else:
             done = time.perf_counter()
@@ -172,6 +173,8 @@ async def load(port: int, rate: float, seconds: float, players: int, connections
         tasks.append(asyncio.create_task(one(due, json.dumps({"user_id": user, "session_id": f"s-{i}"}).encode())))
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - start
+    while not pool.empty():
+        pool.get_nowait().writer.close()
     statuses: dict[str, int] = {}
     for r in results:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1

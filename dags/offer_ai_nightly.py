@@ -1,7 +1,7 @@
 """offer_ai_nightly: the day's raw events -> sessions -> training rows -> DynamoDB; weekly retrain.
 
     sessionize -> build_features -> export_features
-                               \-> weekly_retrain_gate -> train_sagemaker  (one weekday only)
+                               \-> weekly_retrain_gate -> train_sagemaker -> promote_model  (one weekday only)
 
 Each run covers one UTC day and starts after it ends: the schedule is a cron *data interval*,
 and every task takes its day from the start of the run's interval (`run_day`), so the run that
@@ -112,5 +112,11 @@ with DAG(
         retries=1,
         execution_timeout=dt.timedelta(hours=4),
     )
+    # Serves the retrained model only if it passes the guard (validation RMSE below the no-skill
+    # baseline, doubly-robust value at least the logging policy's); a refusal fails the task.
+    promote_model = BashOperator(
+        task_id="promote_model",
+        bash_command=f"{PYTHON} jobs/promote_model.py --config {CONFIG} --run-id {DAY_NODASH} --from-sagemaker",
+    )
     sessionize >> build_features >> [export_features, weekly_retrain_gate]
-    weekly_retrain_gate >> train_sagemaker
+    weekly_retrain_gate >> train_sagemaker >> promote_model

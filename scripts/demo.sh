@@ -58,11 +58,38 @@ trap '$py -m offer_ai.online.local_dynamodb stop --port "$port" --state-dir "$ou
 run_stage export_features ./spark-submit.sh --driver-memory 3g jobs/export_features.py --lake "$out/lake" \
   --set "online_store.endpoint_url=http://127.0.0.1:$port" --set online_store.create_table=true
 
-# Serve: the offer 5 exported players (and one the store has never seen: a cold start) would
-# see now, from their DynamoDB features, the model the notebook wrote and the ε-greedy policy.
-run_stage decide_offers $py jobs/decide_offers.py --model "$out/model/model" --sample 5 --user new-player-0001 \
-  --seed 7 --set "online_store.endpoint_url=http://127.0.0.1:$port"
-head -n -1 "$out/logs/decide_offers.out"
+# Promote the notebook's model: only if it beats the no-skill RMSE and its policy's doubly-robust
+# value is at least the logging policy's (on the export's validation rows).
+store="online_store.endpoint_url=http://127.0.0.1:$port"
+run_stage promote_model $py jobs/promote_model.py --model "$out/model/model" --run-id demo --lake "$out/lake" \
+  --set "serving.models_root=$out/models"
+
+# Serve: the decision service on loopback, asked over HTTP for the offer 5 exported players (and
+# one the store has never seen: a cold start) see now; every decision is logged as an offer_shown
+# event under $out/raw/date=…/decisions-*.jsonl. Stopped with SIGTERM, which writes the last ones.
+sport="${DEMO_SERVE_PORT:-8089}"
+echo "== serve: jobs/serve.py on 127.0.0.1:$sport"
+serve_start=$SECONDS
+$py jobs/serve.py --port "$sport" --set "$store" --set "serving.models_root=$out/models" --set "raw.root=$out/raw" \
+  > "$out/logs/serve.out" 2> "$out/logs/serve.err" &
+serve_pid=$!
+trap 'kill -TERM $serve_pid 2>/dev/null || true; $py -m offer_ai.online.local_dynamodb stop --port "$port" --state-dir "$out/dynamodb" > /dev/null || true' EXIT
+$py - "$sport" <<'PY'
+import sys, time, urllib.request
+for _ in range(300):
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1).status == 200:
+            sys.exit(0)
+    except OSError:
+        time.sleep(0.2)
+sys.exit("demo: the decision service did not become ready; see its log in logs/serve.err")
+PY
+run_stage decisions $py scripts/demo_decisions.py --url "http://127.0.0.1:$sport" --sample 5 --user new-player-0001 \
+  --set "$store"
+head -n -1 "$out/logs/decisions.out"
+kill -TERM "$serve_pid" && wait "$serve_pid"
+printf '%s\t%s\n' serve $((SECONDS - serve_start)) >> "$out/logs/stages.tsv"
+echo "   $(tail -n 1 "$out/logs/serve.out" | cut -c 1-200)"
 echo
 
 run_stage show_tables ./spark-submit.sh jobs/show_tables.py --lake "$out/lake" --rows 3

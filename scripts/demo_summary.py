@@ -55,6 +55,21 @@ def _decide(s: Summary) -> str:
             f"model {s['model_version']}, epsilon {s['epsilon']}")
 
 
+def _promote(s: Summary) -> str:
+    g = s["guard"]
+    return (f"model {s['model_version']} promoted: validation RMSE {g['validation_rmse']:.2f} (no-skill "
+            f"{g['baseline_rmse']:.2f}), ε-greedy DR {g['policy_dr']:.2f} vs logging {g['logging_value']:.2f}")
+
+
+def _decisions(s: Summary) -> str:
+    return (f"{s['users']} players decided over HTTP ({s['cold_starts']} cold start, {s['explored']} explored), "
+            f"model {s['model_version']}")
+
+
+def _serve(s: Summary) -> str:
+    return f"{_n(s['decisions_logged'])} decisions logged as offer_shown events in {s['decision_files']} file(s)"
+
+
 def _show(s: Summary) -> str:
     return ", ".join(f"{name} {_n(count)}" for name, count in s["rows"].items())
 
@@ -62,6 +77,7 @@ def _show(s: Summary) -> str:
 DESCRIBE: dict[str, Callable[[Summary], str]] = {
     "generate_events": _generate, "sessionize": _sessionize, "build_features": _build_features,
     "train_notebook": _train, "export_features": _export, "decide_offers": _decide, "show_tables": _show,
+    "promote_model": _promote, "decisions": _decisions, "serve": _serve,
 }
 
 

@@ -50,12 +50,13 @@ def test_each_run_covers_the_utc_day_that_just_ended_without_catchup(dag):
 
 def test_tasks_run_in_pipeline_order_and_the_retrain_hangs_off_build_features(dag):
     assert set(dag.task_ids) == {"sessionize", "build_features", "export_features", "weekly_retrain_gate",
-                                 "train_sagemaker"}
+                                 "train_sagemaker", "promote_model"}
     assert dag.get_task("sessionize").downstream_task_ids == {"build_features"}
     assert dag.get_task("build_features").downstream_task_ids == {"export_features", "weekly_retrain_gate"}
     assert dag.get_task("export_features").downstream_task_ids == set()
     assert dag.get_task("weekly_retrain_gate").downstream_task_ids == {"train_sagemaker"}
-    assert dag.get_task("train_sagemaker").downstream_task_ids == set()
+    assert dag.get_task("train_sagemaker").downstream_task_ids == {"promote_model"}
+    assert dag.get_task("promote_model").downstream_task_ids == set()
 
 
 def test_every_task_retries_and_has_a_timeout(dag):
@@ -137,6 +138,9 @@ def test_rendered_commands_carry_the_run_date_and_the_config(dag):
     )
     assert "jobs/build_features.py --config conf/local.yaml --run-id 20260314" in _render(dag, "build_features")
     assert "jobs/export_features.py --config conf/local.yaml" in _render(dag, "export_features")
+    assert _render(dag, "promote_model") == (
+        f"cd {REPO} && .venv/bin/python jobs/promote_model.py --config conf/local.yaml --run-id 20260314 --from-sagemaker"
+    )
     assert _render(dag, "train_sagemaker") == (
         f"cd {REPO} && .venv/bin/python jobs/train_sagemaker.py --config conf/local.yaml --run-id 20260314 --wait"
         " --timeout-seconds 13800"

@@ -97,6 +97,25 @@ REAL_SUMMARIES = {
                        "expected_revenue": 1.7, "model_version": "xgb-abc123"}],
         "seconds": 2.1,
     },
+    "promote_model": {  # jobs/promote_model.py (guard: offer_ai.model.promotion.GuardReport.as_dict)
+        "job": "promote_model", "model_version": "0f3c9a1b2d4e", "source": "demo-output/model/model",
+        "export": "demo-output/lake/exports/training/demo", "models_root": "demo-output/models",
+        "guard": {"model_version": "0f3c9a1b2d4e", "rows": 11234, "epsilon": 0.1, "validation_rmse": 28.8716,
+                  "baseline_rmse": 40.1634, "policy_dr": 18.3049, "logging_value": 15.5176, "reasons": [],
+                  "passed": True},
+        "promoted": True, "current": "0f3c9a1b2d4e", "previous": None, "seconds": 4.2,
+    },
+    "decisions": {  # scripts/demo_decisions.py, one answer of POST /v1/decisions shown
+        "users": 6, "cold_starts": 1, "explored": 0, "model_version": "0f3c9a1b2d4e", "url": "http://127.0.0.1:8089",
+        "decisions": [{"user_id": "new-player-0001", "decision_id": "9c1e", "offer_type": "starter_pack",
+                       "offer_price": 0.99, "propensity": 0.9125, "model_version": "0f3c9a1b2d4e",
+                       "features": {"country": None}, "features_as_of": None, "cold_start": True, "store": "miss",
+                       "explored": False, "decided_at": "2026-11-29T15:00:00.000000Z"}],
+    },
+    "serve": {  # jobs/serve.py, after SIGTERM
+        "job": "serve", "decisions_logged": 6, "decision_files": 1, "decisions_unwritten": 0,
+        "model_version": "0f3c9a1b2d4e", "decision_log": "demo-output/raw", "served_seconds": 3.4, "seconds": 3.5,
+    },
     "show_tables": {  # jobs/show_tables.py
         "job": "show_tables", "lake": "demo-output/lake",
         "rows": {"events": 1091234, "events_quarantine": 1102, "sessions": 187654, "users": 5000,
@@ -116,6 +135,10 @@ EXPECTED = {
                        "(simulator truth 18.75 vs 15.20, oracle 19.38)"),
     "export_features": "4,987 of 5,000 players' items written to DynamoDB table offer-ai-features (1,235 items/s)",
     "decide_offers": "6 players decided (1 cold start, 1 explored), model xgb-abc123, epsilon 0.1",
+    "promote_model": ("model 0f3c9a1b2d4e promoted: validation RMSE 28.87 (no-skill 40.16), "
+                      "ε-greedy DR 18.30 vs logging 15.52"),
+    "decisions": "6 players decided over HTTP (1 cold start, 0 explored), model 0f3c9a1b2d4e",
+    "serve": "6 decisions logged as offer_shown events in 1 file(s)",
     "show_tables": ("events 1,091,234, events_quarantine 1,102, sessions 187,654, users 5,000, "
                     "training_examples 60,321, online_features 5,000"),
 }
