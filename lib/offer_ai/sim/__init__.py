@@ -10,7 +10,9 @@ need data whose answer is known (DESIGN §3 `generate_events`, §7 evaluation).
 - `event_lines`: the brief's raw line shapes;
 - `messiness`: duplicates, late lines and junk, counted exactly;
 - `writer` (with `clock`, `options`): shards, part files and the summary — `generate`;
-- `truth`: the per-decision truth records, read back by `load_truth`, and policy values.
+- `truth`: the per-decision truth records, read back by `load_truth`, and policy values;
+- `responses`: generated players playing on past the range, answering offers the decision
+  service served (the loop's other half: `open_sessions`, `respond`).
 
 Pure Python (random.Random per user, f-string templates, orjson); no Spark.
 """
