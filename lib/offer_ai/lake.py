@@ -23,6 +23,11 @@ from pyspark.sql.types import StructType
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 
 
+#: For tables a night updates a few rows per file of: deletion vectors mark the old rows instead
+#: of rewriting whole files, so a MERGE writes what changed, not the history around it.
+UPDATED_IN_PLACE = {"delta.enableDeletionVectors": "true"}
+
+
 @dataclass(frozen=True)
 class MergeCounts:
     inserted: int = 0
@@ -87,13 +92,18 @@ def ensure_table(
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
         spark.sql(f"ALTER TABLE delta.`{qualified(spark, path)}` ADD COLUMNS ({columns})")
     if properties:  # a table made by an older version gets them once
-        table = f"delta.`{qualified(spark, path)}`"
-        have = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
-        wanted = {k: v for k, v in properties.items() if have.get(k) != v}
-        if wanted:
-            pairs = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
-            spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({pairs})")
+        ensure_properties(spark, path, properties)
     return False
+
+
+def ensure_properties(spark: SparkSession, path: str, properties: dict[str, str]) -> None:
+    """Set the table properties the table does not have yet (one ALTER, only when needed)."""
+    table = f"delta.`{qualified(spark, path)}`"
+    have = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {table}").collect()}
+    wanted = {k: v for k, v in properties.items() if have.get(k) != v}
+    if wanted:
+        pairs = ", ".join(f"'{k}' = '{v}'" for k, v in wanted.items())
+        spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({pairs})")
 
 
 def append(spark: SparkSession, path: str, source: DataFrame) -> int:
@@ -127,13 +137,17 @@ def upsert(
     source: DataFrame,
     keys: Sequence[str],
     delete_flag: str | None = None,
+    target_filter: Column | None = None,
 ) -> MergeCounts:
     """MERGE by key: insert new keys, update rows whose values differ (null-safe), and, where
     `delete_flag` is true in the source, delete the row. Unchanged rows are not rewritten, so a
-    recompute that finds nothing new commits nothing."""
+    recompute that finds nothing new commits nothing. `target_filter` (on alias t) limits the
+    rows that can match, so that files outside it are skipped by their statistics."""
     columns = [c for c in source.columns if c != delete_flag]
     values = {f"`{c}`": f"s.`{c}`" for c in columns}
-    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    condition = F.expr(" AND ".join(f"t.`{k}` = s.`{k}`" for k in keys))
+    if target_filter is not None:
+        condition = condition & target_filter
     differs = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns if c not in keys) or "false"
     keep = f"NOT s.`{delete_flag}`" if delete_flag else "true"
     builder = DeltaTable.forPath(spark, path).alias("t").merge(source.alias("s"), condition)

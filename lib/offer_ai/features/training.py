@@ -15,6 +15,7 @@ Pure DataFrame -> DataFrame functions: no configuration, no storage.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -59,15 +60,31 @@ def anchors(sessions: DataFrame, spec: WindowSpec) -> DataFrame:
 
 
 def training_examples(
-    sessions: DataFrame, events: DataFrame, spec: WindowSpec, latest_event_time: dt.datetime | None
+    sessions: DataFrame,
+    events: DataFrame,
+    spec: WindowSpec,
+    latest_event_time: dt.datetime | None,
+    since: Recompute | None = None,
 ) -> DataFrame:
     """One row per anchor (DESIGN §3 `training_examples`): identity as of the decision time,
     window features relative to the anchor session's start, the action, the label over
     [decision time, + label length), and `label_complete` (that window ends at or before
     `latest_event_time`, the latest event ingested; None: nothing is complete).
+
+    `since`: only the anchors decided, or whose session started, at or after `since.anchors`
+    (a day boundary, so that the daily limit ranks whole days), with each window source read
+    only as far back as those anchors can see (`recent_sources`). The rows are the same as
+    those of the full computation for the same anchors.
     """
-    points = _identity(anchors(sessions, spec), events, spec, at="decision_time")
-    rows = _windows(points, sessions, events, spec, window_at="anchor_session_start", label_at="decision_time")
+    candidates = anchors(sessions, spec)
+    if since is not None:
+        at = F.lit(_utc(since.anchors))
+        candidates = candidates.where((F.col("decision_time") >= at) | (F.col("anchor_session_start") >= at))
+        sessions, window_events = recent_sources(sessions, events, spec, since)
+    else:
+        window_events = events
+    points = _identity(candidates, events, spec, at="decision_time")
+    rows = _windows(points, sessions, window_events, spec, window_at="anchor_session_start", label_at="decision_time")
     assert spec.label.length_us is not None
     if latest_event_time is None:
         complete = F.lit(False)
@@ -75,6 +92,62 @@ def training_examples(
         label_end = F.unix_micros("decision_time") + F.lit(spec.label.length_us)
         complete = label_end <= F.unix_micros(F.lit(_utc(latest_event_time)))
     return rows.withColumn("label_complete", complete).select(*spec.training_columns)
+
+
+@dataclass(frozen=True)
+class Recompute:
+    """Which anchors a partial recompute covers, and how far back their windows reach.
+
+    anchors: anchors decided, or whose session started, at or after it.
+    windows_from: the earliest anchor session start among them (backward windows end there).
+    labels_from: the earliest decision time among them (forward windows start there).
+    """
+
+    anchors: dt.datetime
+    windows_from: dt.datetime
+    labels_from: dt.datetime
+
+
+def recent_sources(
+    sessions: DataFrame, events: DataFrame, spec: WindowSpec, since: Recompute
+) -> tuple[DataFrame, DataFrame]:
+    """The sessions and events rows that the windows of anchors in `since` can see.
+
+    Time windows (and the label) need the rows from their own length before the earliest anchor
+    (or from the earliest decision); a count window needs, besides those, each user's last
+    `count` qualifying rows before that bound. Nothing older can enter any window, so a night
+    reads the recent days and, per player, a handful of older rows — not all history.
+    """
+    frames = {"sessions": sessions, "events": events}
+    for name, frame in frames.items():
+        reach = [(w, since.windows_from) for w in spec.windows if w.source == name]
+        if spec.label.source == name:
+            reach.append((spec.label, since.labels_from))
+        if not reach:
+            continue
+        time_column, tie_column = SOURCES[name]
+        micros = F.unix_micros(time_column)
+        bound = min(
+            _micros(at) - (w.length_us if w.kind == "time" and w.direction == "backward" else 0) for w, at in reach
+        )
+        keep = micros >= F.lit(bound)
+        recent = frame.where(keep)
+        if name == "events":  # the table is partitioned by day: prune the old ones outright
+            recent = recent.where(F.col("event_date") >= F.lit(from_micros(bound).date()))
+        counted = [w for w, _ in reach if w.kind == "count"]
+        if counted:
+            older = frame.where(~keep)
+            tail = F.lit(False)
+            for i, w in enumerate(counted):
+                condition = F.expr(w.condition) if w.condition else F.lit(True)
+                rank = F.row_number().over(
+                    Window.partitionBy("user_id", condition).orderBy(F.col(time_column).desc(), F.col(tie_column).desc())
+                )
+                older = older.withColumn(f"__tail_{i}", condition & (rank <= w.count))
+                tail = tail | F.col(f"__tail_{i}")
+            recent = recent.unionByName(older.where(tail).drop(*[f"__tail_{i}" for i in range(len(counted))]))
+        frames[name] = recent
+    return frames["sessions"], frames["events"]
 
 
 def features_as_of(
@@ -194,6 +267,10 @@ def _over_source(points: DataFrame, source: DataFrame, group: list[tuple[WindowD
     ordered = rows.select("*", *[col.alias(f"__order_{i}") for i, col in orders.items()])
     names = [name for window, _ in group for name in window.features]
     return ordered.select(_SRC, _POINT, *features).where(~F.col(_SRC)).select(f"{_POINT}.*", *names)
+
+
+def _micros(moment: dt.datetime) -> int:
+    return (_utc(moment) - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:

@@ -56,11 +56,13 @@ class ExportResult:
 def write_training_examples(spark: SparkSession, path: str, rows: DataFrame, metadata: dict[str, Any]) -> None:
     """Replace the table with `rows` (one atomic Delta overwrite; the schema follows the spec).
 
-    Every row is recomputed from full history each run (a label changes as the week fills in),
-    so an overwrite is the whole truth and a rerun leaves the same rows.
+    For a rebuild from full history (a new definition, a first run): the overwrite is the whole
+    truth and a rerun leaves the same rows. Nights after it MERGE their recomputed tail
+    (features/refresh.py), so the table keeps deletion vectors.
     """
     with lake.commit_metadata(spark, metadata):
         rows.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+    lake.ensure_properties(spark, path, lake.UPDATED_IN_PLACE)
 
 
 def model_columns(spec: WindowSpec) -> tuple[str, ...]:

@@ -48,9 +48,6 @@ WATERMARK = "sessionize.events_ingested_through"
 SPEC_CHECKED = "sessionize.spec_checked"
 #: Stats only on the columns that prune: a long payload is not worth min/max statistics.
 EVENTS_PROPERTIES = {"delta.dataSkippingStatsColumns": "event_time,user_id,session_id,event_id,ingested_at"}
-#: sessions and users are updated a few rows per file each night: deletion vectors mark the old
-#: rows instead of rewriting whole files, so a night's MERGE writes what changed, not history.
-UPDATED_IN_PLACE = {"delta.enableDeletionVectors": "true"}
 
 
 @dataclass(frozen=True)
@@ -204,7 +201,7 @@ def update_sessions_and_users(
             identities = identities.join(pending.select("user_id").distinct(), "user_id", "left_semi")
         cached.append(identities.persist(StorageLevel.MEMORY_AND_DISK))
         sessions, gone = _session_changes(spark, tables, spec, split, gap_minutes, events, pending, identities, mark, cached)
-        created = lake.ensure_table(spark, tables.sessions, sessions.schema, properties=UPDATED_IN_PLACE)
+        created = lake.ensure_table(spark, tables.sessions, sessions.schema, properties=lake.UPDATED_IN_PLACE)
         source = sessions.withColumn("_delete", F.lit(False)).unionByName(
             gone.select(*SESSION_KEYS, F.lit(True).alias("_delete")), allowMissingColumns=True
         ) if gone is not None else sessions
@@ -213,7 +210,7 @@ def update_sessions_and_users(
                       else lake.upsert(spark, tables.sessions, source, SESSION_KEYS, "_delete" if gone is not None else None))
             known = lake.read_or_empty(spark, tables.users, "user_id string, first_seen timestamp, last_seen timestamp")
             users = build_users(pending, known, lake.read(spark, tables.sessions), identities, spec)
-            created = lake.ensure_table(spark, tables.users, users.schema, properties=UPDATED_IN_PLACE)
+            created = lake.ensure_table(spark, tables.users, users.schema, properties=lake.UPDATED_IN_PLACE)
             merged_users = (lake.MergeCounts(inserted=lake.append(spark, tables.users, users)) if created
                             else lake.upsert(spark, tables.users, users, ["user_id"]))
         return {"sessions_rebuilt": mark is None, "sessions_inserted": merged.inserted,
