@@ -161,11 +161,15 @@ def features_as_of(
     (any number per user: what the parity test uses). A user with nothing before as_of gets a
     row of nulls / defaults; callers that do not want it filter by first_seen.
     """
+    window_sessions, window_events = sessions, events
     if isinstance(as_of, DataFrame):
         points = as_of.select("user_id", F.col("as_of").cast("timestamp").alias("as_of"))
     else:
         points = sessions.select("user_id").distinct().select("user_id", F.lit(_utc(as_of)).alias("as_of"))
-    rows = _windows(_identity(points, events, spec, at="as_of"), sessions, events, spec, window_at="as_of", label_at=None)
+        # one point in time: the windows see only the rows shortly before it (and a few per player)
+        window_sessions, window_events = recent_sources(sessions, events, spec, Recompute(as_of, as_of, as_of))
+    points = _identity(points, events, spec, at="as_of")
+    rows = _windows(points, window_sessions, window_events, spec, window_at="as_of", label_at=None)
     return rows.select(*spec.online_columns)
 
 
