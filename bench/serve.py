@@ -207,6 +207,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10, at most 60)")
     parser.add_argument("--players", type=int, default=20_000, help="players with an item in the store")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
+    parser.add_argument("--serve-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a --set for jobs/serve.py, e.g. serving.store_threads=4 (repeatable)")
     parser.add_argument("--store-rate", type=float, default=100.0,
                         help="a second, shorter load at a rate the local store keeps up with (default 100; 0: skip)")
     args = parser.parse_args()
@@ -237,6 +239,7 @@ def main() -> None:
             command = [sys.executable, "jobs/serve.py", "--port", str(service_port),
                        "--set", f"online_store.endpoint_url={server.endpoint_url}", "--set", "online_store.table=bench_serve",
                        "--set", f"serving.models_root={tmp_path / 'models'}", "--set", f"raw.root={tmp_path / 'raw'}"]
+            command += [arg for pair in args.serve_set for arg in ("--set", pair)]
             service = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             wait_ready(service_port, service)
             log(f"bench/serve: {args.rate:g} requests/s for {args.duration:g} s, open loop")

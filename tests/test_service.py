@@ -177,22 +177,24 @@ def test_a_promotion_swaps_the_model_under_load_without_failing_a_request(world,
             async def one(i: int) -> tuple[int, str | None]:
                 r = await client.post("/v1/decisions", json={"user_id": f"{('us', 'de', 'fr')[i % 3]}-1", "session_id": "s"})
                 return r.status_code, r.json().get("model_version")
-            results = []
+            batches = []
             for start in range(0, 600, 20):
                 if start == 200:  # promote while requests are in flight
                     promote(world["models"], other, world["tmp"] / "scratch3")
-                results += await asyncio.gather(*(one(i) for i in range(start, start + 20)))
+                batches.append(await asyncio.gather(*(one(i) for i in range(start, start + 20))))
                 await asyncio.sleep(0.01)
-            return results
+            return batches
 
     with running(create_app(settings)) as url:
-        results = asyncio.run(load(url))
+        batches = asyncio.run(load(url))
         metrics = httpx.get(f"{url}/metrics").text
-    assert {code for code, _ in results} == {200}
-    versions = [v for _, v in results]
-    assert versions[0] == model.model_version and versions[-1] == other.model_version
-    switch = versions.index(other.model_version)
-    assert set(versions[switch:]) == {other.model_version}  # once swapped, never back
+    assert {code for batch in batches for code, _ in batch} == {200}
+    versions = [{v for _, v in batch} for batch in batches]
+    assert versions[0] == {model.model_version} and versions[-1] == {other.model_version}
+    # Within a batch of 20 concurrent requests either model may answer; once a batch saw the new
+    # one, every later batch (sent after it completed) gets only the new one: never back.
+    first_new = next(i for i, seen in enumerate(versions) if other.model_version in seen)
+    assert all(seen == {other.model_version} for seen in versions[first_new + 1:])
     assert f'offer_ai_model_info{{model_version="{other.model_version}"}} 1.0' in metrics
     assert f'offer_ai_model_info{{model_version="{model.model_version}"}} 0.0' in metrics
 
@@ -317,3 +319,24 @@ def test_the_serve_job_stops_cleanly_on_sigterm_and_writes_every_acknowledged_de
     assert [d["decision_id"] for d in read_decisions(world["raw"])] == ids
     assert not list(world["raw"].rglob(".*"))  # no temporary file left behind
     assert np.isfinite(summary["served_seconds"])
+
+
+def test_an_outage_logs_one_warning_a_minute_not_one_per_request():
+    import logging
+
+    from offer_ai.online.service import _Throttled
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("offer_ai")
+    logger.addHandler(handler)
+    try:
+        throttled = _Throttled(every_s=0.2)
+        for _ in range(500):
+            throttled.warning("store", "serve: read failed: %s", "timeout")
+        time.sleep(0.25)
+        throttled.warning("store", "serve: read failed: %s", "timeout")
+    finally:
+        logger.removeHandler(handler)
+    assert records == ["serve: read failed: timeout", "serve: read failed: timeout (499 more like it in the last minute)"]

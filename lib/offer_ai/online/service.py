@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +45,7 @@ from offer_ai.online.serving_model import ModelWatcher, ServingModel
 
 log = logging.getLogger("offer_ai")
 Clock = Callable[[], dt.datetime]
+GIL_SWITCH_INTERVAL_S = 0.0005
 #: DynamoDB keys are at most 2048 bytes; ids are at most 1024 characters.
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=1024, strip_whitespace=False)]
 
@@ -61,6 +63,24 @@ class DecisionRequest(BaseModel):
     user_id: Identifier
     session_id: Identifier
     candidates: list[OfferIn] | None = Field(None, min_length=1)
+
+
+class _Throttled:
+    """A warning per kind at most once a minute, with how many were held back: a store outage at
+    500 requests/s must not become 500 log lines a second (the metrics count every one)."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warning(self, kind: str, message: str, *args: Any) -> None:
+        now = time.monotonic()
+        last, held = self._last.get(kind, (-self.every_s, 0))
+        if now - last < self.every_s:
+            self._last[kind] = (last, held + 1)
+            return
+        self._last[kind] = (now, 0)
+        log.warning(message + (f" ({held} more like it in the last minute)" if held else ""), *args)
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -88,6 +108,7 @@ class DecisionService:
         self.store_client = store_client
         self.reader: DeadlineReader | None = None
         self.started = time.monotonic()
+        self.warnings = _Throttled()
         self._flushing: asyncio.Future[Any] | None = None
 
     def _model_changed(self, model: ServingModel) -> None:
@@ -97,6 +118,9 @@ class DecisionService:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # The event loop shares the GIL with botocore's threads; Python lets a thread keep it 5 ms
+        # before handing it over, which is the whole latency budget. 0.5 ms keeps the loop responsive.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.reader = DeadlineReader(self.settings.online_store, self.settings.serving, self.store_client)
         if self.watcher.current is None:
             await asyncio.to_thread(self.watcher.poll)
@@ -161,8 +185,8 @@ class DecisionService:
         features, status = read.features, read.status
         spec = features.get("spec_version")
         if status == "hit" and model.model.spec_version is not None and spec not in (None, model.model.spec_version):
-            log.warning("serve: user %s has features of spec %s, model %s was trained on %s: serving the defaults",
-                        user_id, spec, model.version, model.model.spec_version)
+            self.warnings.warning("spec", "serve: user %s has features of spec %s, model %s was trained on %s: "
+                                  "serving the defaults", user_id, spec, model.version, model.model.spec_version)
             return default_features(user_id), "spec_mismatch"
         return features, status
 
@@ -222,7 +246,7 @@ class DecisionService:
         if status in ("timeout", "error"):
             m.store_errors.labels(kind=status).inc()
             if read.error:
-                log.warning("serve: feature read failed, served the defaults: %s", read.error)
+                self.warnings.warning("store", "serve: feature read failed, served the defaults: %s", read.error)
         m.store_latency.observe(read.seconds)
         total = time.perf_counter() - started
         m.latency.observe(total)
