@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# spark-submit with what every offer-ai job needs: Delta (jars installed in the venv's Spark by
-# `make venv`, else --packages), its SQL extension, UTC, the offer_ai package shipped as a zip
-# (--py-files) so the same command works on --master yarn or k8s://..., and in local mode a
-# driver bound to 127.0.0.1 that maps the class-data-sharing archive (scripts/spark_runtime.py).
+# spark-submit with what every offer-ai job needs: Delta and the S3A connector (jars installed in
+# the venv's Spark by `make venv`, else --packages), Delta's SQL extension, UTC, the offer_ai
+# package shipped as a zip (--py-files) so the same command works on --master yarn or
+# k8s://..., and for a driver on this machine (local[*], or a cluster on 127.0.0.1 such as
+# `make cluster-start`'s) a driver bound to 127.0.0.1 that maps the class-data-sharing archive
+# (scripts/spark_runtime.py).
 #   ./spark-submit.sh [spark-submit options] jobs/<job>.py [job options]
 # OFFER_AI_CDS=off runs without the archive; dump:<file> writes one at exit (spark_runtime.py).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${OFFER_AI_VENV:-$here/.venv}"
-DELTA_PACKAGE="io.delta:delta-spark_4.2_2.13:4.4.0"   # = offer_ai.spark.DELTA_PACKAGE
+# = offer_ai.spark.SPARK_PACKAGES and PACKAGE_EXCLUDES (tests/test_cluster_config.py checks it)
+PACKAGES=(io.delta:delta-spark_4.2_2.13:4.4.0 org.apache.hadoop:hadoop-aws:3.5.0
+          software.amazon.awssdk:s3:2.35.4 software.amazon.awssdk:s3-transfer-manager:2.35.4)
+EXCLUDES="software.amazon.awssdk:bundle"
 
 spark_home=""
 if [[ -x "$venv/bin/spark-submit" ]]; then
@@ -72,11 +77,16 @@ py_files="$zip${py_files:+,$py_files}"
 # The zipped package cannot find conf/ beside itself: tell it where the default config lives.
 export OFFER_AI_CONF_DIR="${OFFER_AI_CONF_DIR:-$here/conf}"
 
-# Delta: the jars make venv installed, or Ivy resolves the package on start.
-packages=(--packages "$DELTA_PACKAGE")
-if [[ -n "$spark_home" && -f "$spark_home/jars/offer-ai-packages.txt" ]] \
-   && grep -qxF "$DELTA_PACKAGE" "$spark_home/jars/offer-ai-packages.txt"; then
-  packages=()
+# Delta and S3A: the jars make venv installed, or Ivy resolves the missing packages on start.
+marker="$spark_home/jars/offer-ai-packages.txt"
+missing=()
+for package in "${PACKAGES[@]}"; do
+  if [[ -z "$spark_home" || ! -f "$marker" ]] || ! grep -qxF "$package" "$marker"; then missing+=("$package"); fi
+done
+packages=()
+if [[ ${#missing[@]} -gt 0 ]]; then
+  packages=(--packages "$(IFS=,; echo "${missing[*]}")" --exclude-packages "$EXCLUDES")
+else
   # Spark's own conf/ would put a stale spark-defaults.conf (and its packages) back; the jobs
   # take their settings from conf/*.yaml. An empty folder also keeps the classpath archivable.
   if [[ -z "${SPARK_CONF_DIR:-}" ]]; then
@@ -86,10 +96,13 @@ if [[ -n "$spark_home" && -f "$spark_home/jars/offer-ai-packages.txt" ]] \
 fi
 
 local_opts=()
-if [[ -z "$master" || "$master" == local* ]]; then
+loopback_cluster='^spark://(127\.0\.0\.1|localhost)(:[0-9]+)?$'
+if [[ -z "$master" || "$master" == local* || "$master" =~ $loopback_cluster ]]; then
+  # The driver runs here; on a cluster of this machine its executors must reach it on 127.0.0.1.
   export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
   local_opts=(--conf spark.driver.host=127.0.0.1 --conf spark.driver.bindAddress=127.0.0.1
-              --conf spark.ui.enabled=false --conf spark.ui.showConsoleProgress=false)
+              --conf spark.ui.showConsoleProgress=false)
+  if [[ -z "$master" || "$master" == local* ]]; then local_opts+=(--conf spark.ui.enabled=false); fi
   archive="$spark_home/offer-ai-cds/classes.jsa"
   cds="${OFFER_AI_CDS:-auto}"
   if [[ "$cds" == dump:* ]]; then

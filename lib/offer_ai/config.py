@@ -62,6 +62,27 @@ class RawSettings(_Section):
     root: str = "./lake/raw"
 
 
+class StorageSettings(_Section):
+    """How Spark reaches an s3a:// lake or raw folder (hadoop-aws), and how Delta commits there.
+
+    No keys here: against AWS, S3A takes credentials from the environment or the instance's
+    IAM role. Only a loopback endpoint (moto, MinIO on 127.0.0.1) gets dummy keys, since a
+    real key has no business there.
+    """
+
+    #: None means AWS's endpoint for the bucket's region; e.g. http://127.0.0.1:5055 (moto).
+    s3_endpoint: str | None = Field(None, pattern=r"^https?://[^/\s]+/?$")
+    #: The endpoint's signing region (fs.s3a.endpoint.region); None lets S3A work it out.
+    s3_region: str | None = None
+    #: Path-style requests (http://host/bucket/key): what S3-compatible stores and moto expect.
+    s3_path_style: bool = False
+    #: Delta's commit protocol on S3: the default is safe with one writer per table at a time;
+    #: dynamodb serialises concurrent writers through a DynamoDB table (io.delta:delta-storage-s3-dynamodb).
+    delta_log_store: Literal["single_writer", "dynamodb"] = "single_writer"
+    delta_log_table: str = "delta_log"
+    delta_log_region: str = "us-east-1"
+
+
 class SessionizeSettings(_Section):
     split: Literal["session_id", "day", "gap"] = "session_id"
     gap_minutes: int = Field(30, ge=1)
@@ -165,6 +186,7 @@ class Settings(_Section):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     raw: RawSettings = Field(default_factory=RawSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     sessionize: SessionizeSettings = Field(default_factory=SessionizeSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     online_store: OnlineStoreSettings = Field(default_factory=OnlineStoreSettings)

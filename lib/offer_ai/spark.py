@@ -3,8 +3,9 @@
 Three ways in, one session: `./spark-submit.sh jobs/x.py` (spark-submit already set the
 extensions and master), plain `spark-submit jobs/x.py` inside the venv, and `python jobs/x.py`
 or a notebook or pytest (no JVM yet). In each case the builder adds what is missing: the Delta
-extension and catalog, UTC, and — only when `make venv` has not installed the Delta jars into
-the venv's Spark (scripts/spark_runtime.py) — the Delta packages, resolved by Ivy on start.
+extension and catalog, UTC, the s3a:// settings of the `storage` section, and — only when
+`make venv` has not installed the jars into the venv's Spark (scripts/spark_runtime.py) — the
+Delta and S3A packages, resolved by Ivy on start.
 
 Start-up is most of a small job's cost, so a local driver also maps the class-data-sharing
 archive that `make venv` builds (JDK AppCDS: the classes Spark, Delta and the jobs load,
@@ -16,20 +17,41 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from pyspark import SparkConf, SparkContext
 from pyspark.find_spark_home import _find_spark_home
 from pyspark.sql import SparkSession
 
-from offer_ai.config import Settings
+from offer_ai.config import Settings, StorageSettings
 from offer_ai.errors import UserError
 
 #: Delta for Spark 4.2 / Scala 2.13 (DESIGN §8). spark-submit.sh and the Makefile use the same.
 DELTA_PACKAGE = "io.delta:delta-spark_4.2_2.13:4.4.0"
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+#: The Hadoop inside the venv's Spark (pyspark/jars/hadoop-client-api-<version>.jar): the S3A
+#: connector must be the same version (tests/test_cluster_config.py checks it against the jar).
+HADOOP_VERSION = "3.5.0"
+#: s3a:// — hadoop-aws and the two AWS SDK v2 modules it calls (S3, its transfer manager), at
+#: the SDK version hadoop-project 3.5.0 pins. hadoop-aws declares the SDK's "bundle" instead:
+#: one 686 MB jar of every AWS service; these resolve to ~18 MB (~11 MB not already in Spark).
+S3A_PACKAGES: tuple[str, ...] = (
+    f"org.apache.hadoop:hadoop-aws:{HADOOP_VERSION}",
+    "software.amazon.awssdk:s3:2.35.4",
+    "software.amazon.awssdk:s3-transfer-manager:2.35.4",
+)
+#: Left out of every resolution (spark-submit --exclude-packages, spark.jars.excludes).
+PACKAGE_EXCLUDES: tuple[str, ...] = ("software.amazon.awssdk:bundle",)
 #: Maven packages the jobs need beyond Spark itself; scripts/spark_runtime.py installs their jars.
-SPARK_PACKAGES: tuple[str, ...] = (DELTA_PACKAGE,)
+SPARK_PACKAGES: tuple[str, ...] = (DELTA_PACKAGE, *S3A_PACKAGES)
+#: Delta's log store for concurrent writers on S3 (storage.delta_log_store=dynamodb): not
+#: installed by make venv, since the registry these machines reach does not serve it.
+DYNAMODB_LOG_STORE_PACKAGE = "io.delta:delta-storage-s3-dynamodb:4.4.0"
+DYNAMODB_LOG_STORE_CLASS = "io.delta.storage.S3DynamoDBLogStore"
+S3A_FILESYSTEM_CLASS = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+#: Hosts that are this machine: an endpoint there is a local stand-in (moto), never AWS.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 #: Beside the jars, the list of packages installed there (spark-submit.sh reads it too).
 PACKAGES_MARKER = "offer-ai-packages.txt"
 #: The class-data-sharing archive, inside the Spark home it was built for.
@@ -54,6 +76,42 @@ def cds_archive() -> Path:
     return spark_home() / CDS_DIR / "classes.jsa"
 
 
+def is_loopback(url: str | None) -> bool:
+    """True for an endpoint or master URL on this machine (http://127.0.0.1:5055, spark://localhost:7077)."""
+    return url is not None and urlparse(url).hostname in LOOPBACK_HOSTS
+
+
+def storage_conf(storage: StorageSettings) -> dict[str, str]:
+    """Spark properties for s3a:// and Delta's S3 log store, from the `storage` section.
+
+    `spark.hadoop.*` reaches every executor's Hadoop configuration, so a cluster needs nothing
+    else. Dummy keys only for a loopback endpoint, and then always: whatever keys the
+    environment holds are not sent to a local stand-in, nor written into Spark's conf.
+    """
+    conf: dict[str, str] = {}
+    if storage.s3_endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = storage.s3_endpoint.rstrip("/")
+    if storage.s3_region:
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = storage.s3_region
+    if storage.s3_path_style:
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
+    if is_loopback(storage.s3_endpoint):
+        conf.update({
+            "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+            "spark.hadoop.fs.s3a.access.key": "local",
+            "spark.hadoop.fs.s3a.secret.key": "local",
+        })
+    if storage.delta_log_store == "dynamodb":
+        prefix = f"spark.io.delta.storage.{DYNAMODB_LOG_STORE_CLASS.rsplit('.', 1)[1]}"
+        conf.update({
+            "spark.delta.logStore.s3a.impl": DYNAMODB_LOG_STORE_CLASS,
+            "spark.delta.logStore.s3.impl": DYNAMODB_LOG_STORE_CLASS,
+            f"{prefix}.ddb.tableName": storage.delta_log_table,
+            f"{prefix}.ddb.region": storage.delta_log_region,
+        })
+    return conf
+
+
 def _launched_by_spark_submit() -> bool:
     """spark-submit starts the JVM first and hands Python the gateway through these variables."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -75,7 +133,8 @@ def build_spark(settings: Settings, app_name: str | None = None) -> SparkSession
     builder = SparkSession.builder.appName(app_name or settings.spark.app_name)
     if not submitted.contains("spark.master"):
         builder = builder.master(settings.spark.master)
-    local = (submitted.get("spark.master") or settings.spark.master).startswith("local")
+    master = submitted.get("spark.master") or settings.spark.master
+    local = master.startswith("local")
 
     defaults: dict[str, str] = {
         "spark.sql.session.timeZone": "UTC",
@@ -86,21 +145,21 @@ def build_spark(settings: Settings, app_name: str | None = None) -> SparkSession
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
     }
+    if local or is_loopback(master):  # a cluster on 127.0.0.1 must reach its driver there too
+        defaults.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     if local:
-        defaults.update({
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1",
-            "spark.ui.enabled": "false",
-            "spark.ui.showConsoleProgress": "false",
-        })
+        defaults.update({"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"})
     if not _launched_by_spark_submit():
         packages = [p for p in submitted.get("spark.jars.packages", "").split(",") if p]
         given = {tuple(p.split(":")[:2]) for p in packages}  # a package given by the user, any version, wins
-        missing = [p for p in SPARK_PACKAGES if p not in installed_packages() and tuple(p.split(":")[:2]) not in given]
+        wanted = [*SPARK_PACKAGES, *([DYNAMODB_LOG_STORE_PACKAGE] if settings.storage.delta_log_store == "dynamodb" else [])]
+        missing = [p for p in wanted if p not in installed_packages() and tuple(p.split(":")[:2]) not in given]
         if missing:
             defaults["spark.jars.packages"] = ",".join(packages + missing)
+            defaults["spark.jars.excludes"] = ",".join(PACKAGE_EXCLUDES)
         if local and cds_archive().is_file():
             defaults["spark.driver.extraJavaOptions"] = CDS_OPTIONS.format(archive=cds_archive())
+    defaults.update(storage_conf(settings.storage))
     defaults.update(settings.spark.conf)
 
     for key, value in defaults.items():
@@ -109,6 +168,7 @@ def build_spark(settings: Settings, app_name: str | None = None) -> SparkSession
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     _require_delta(spark)
+    require_storage_classes(spark, settings)
     return spark
 
 
@@ -119,4 +179,24 @@ def _require_delta(spark: SparkSession) -> None:
         raise UserError(
             "Delta Lake is not on Spark's classpath: run the job with ./spark-submit.sh, or pass "
             f"--packages {DELTA_PACKAGE} to spark-submit (make venv installs it into the venv's Spark)."
+        )
+
+
+def _loadable(spark: SparkSession, class_name: str) -> bool:
+    return bool(spark._jvm.org.apache.spark.util.Utils.classIsLoadable(class_name))  # type: ignore[union-attr]
+
+
+def require_storage_classes(spark: SparkSession, settings: Settings) -> None:
+    """Fail at start-up, in a sentence, when the config needs a connector Spark lacks —
+    not minutes later with "No FileSystem for scheme s3a" or a Delta commit error."""
+    s3a = [root for root in (settings.lake.root, settings.raw.root) if urlparse(root).scheme == "s3a"]
+    if s3a and not _loadable(spark, S3A_FILESYSTEM_CLASS):
+        raise UserError(
+            f"{s3a[0]} needs the S3A connector, which is not on Spark's classpath: run the job with ./spark-submit.sh "
+            f"after make venv, or pass --packages {','.join(S3A_PACKAGES)} --exclude-packages {','.join(PACKAGE_EXCLUDES)}."
+        )
+    if settings.storage.delta_log_store == "dynamodb" and not _loadable(spark, DYNAMODB_LOG_STORE_CLASS):
+        raise UserError(
+            f"storage.delta_log_store is dynamodb but {DYNAMODB_LOG_STORE_CLASS} is not on Spark's classpath: "
+            f"pass --packages {DYNAMODB_LOG_STORE_PACKAGE} to ./spark-submit.sh (or install it on the cluster)."
         )
