@@ -9,15 +9,22 @@ DEMO_DIR ?= demo-output
 PYTEST_ARGS ?=
 # conf/local.yaml's online_store.endpoint_url uses this port
 DYNAMODB_PORT ?= 5055
+# the local Spark standalone cluster (conf/local-cluster.yaml's spark.master uses this port)
+SPARK_MASTER_PORT ?= 7077
+CLUSTER_DIR ?= .offer_ai_build/cluster
+CLUSTER_WORKERS ?= 2
+WORKER_MEMORY ?= 1g
 
-.PHONY: help venv spark-runtime test demo bench clean check-java constraints dynamodb-start dynamodb-stop dynamodb-status
+.PHONY: help venv spark-runtime test demo bench clean check-java constraints dynamodb-start dynamodb-stop dynamodb-status \
+	cluster-start cluster-stop cluster-status
 
 help:
 	@echo "make demo   build the venv, then run the pipeline on generated data into $(DEMO_DIR)/"
 	@echo "make test   build the venv, then run the test suite"
 	@echo "make venv   create $(VENV) (Python 3.11) with every dependency; a no-op when nothing changed"
 	@echo "make bench  run the benchmarks under bench/"
-	@echo "make dynamodb-start / dynamodb-stop / dynamodb-status   the local DynamoDB (moto server on 127.0.0.1:$(DYNAMODB_PORT))"
+	@echo "make dynamodb-start / dynamodb-stop / dynamodb-status   the local DynamoDB and S3 (moto server on 127.0.0.1:$(DYNAMODB_PORT))"
+	@echo "make cluster-start / cluster-stop / cluster-status   a Spark standalone cluster on 127.0.0.1 (master :$(SPARK_MASTER_PORT), $(CLUSTER_WORKERS) workers)"
 	@echo "make clean  remove generated data (lake, demo output, build files); keeps the venv"
 
 check-java:
@@ -39,7 +46,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
 # The Delta jars installed into the venv's Spark (no Ivy resolution on every start) and the
 # class-data-sharing archive of a warm-up run: a job starts in ~6 s instead of ~11 s.
-$(SPARK_RUNTIME): $(STAMP) scripts/spark_runtime.py | check-java
+$(SPARK_RUNTIME): $(STAMP) scripts/spark_runtime.py lib/offer_ai/spark.py | check-java
 	@rm -f $(VENV)/lib/python3.11/site-packages/pyspark/conf/spark-defaults.conf  # an older venv's: its --packages line made every start resolve
 	$(BIN)/python scripts/spark_runtime.py jars
 	$(BIN)/python scripts/spark_runtime.py cds
@@ -72,5 +79,17 @@ dynamodb-stop:
 dynamodb-status: venv
 	@$(BIN)/python -m offer_ai.online.local_dynamodb status --port $(DYNAMODB_PORT) --state-dir .offer_ai_build
 
-clean: dynamodb-stop
+# A master and workers from the venv's Spark, on 127.0.0.1; the last line of cluster-start is
+# the master URL. A start that fails stops what it started (scripts/local_cluster.py).
+cluster-start: venv
+	@$(BIN)/python scripts/local_cluster.py start --state-dir $(CLUSTER_DIR) --port $(SPARK_MASTER_PORT) \
+	  --workers $(CLUSTER_WORKERS) --worker-memory $(WORKER_MEMORY)
+
+cluster-stop:
+	@if [[ -x $(BIN)/python ]]; then $(BIN)/python scripts/local_cluster.py stop --state-dir $(CLUSTER_DIR); fi
+
+cluster-status: venv
+	@$(BIN)/python scripts/local_cluster.py status --state-dir $(CLUSTER_DIR)
+
+clean: dynamodb-stop cluster-stop
 	rm -rf lake $(DEMO_DIR) .offer_ai_build spark-warehouse metastore_db derby.log .pytest_cache
