@@ -42,13 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-id", metavar="ID", type=_run_id,
                         help="judge on <lake>/exports/training/ID (default: the export the model was trained on, else the newest)")
     parser.add_argument("--check-only", action="store_true", help="run the guard and report, promote nothing")
+    parser.add_argument("--force", action="store_true",
+                        help="promote even when the guard refuses (a first deployment, a small demo); the refusal is "
+                             "recorded with the promotion. The nightly DAG never forces.")
     return parser
 
 
 def _rollback(root: str, version: str) -> dict[str, Any]:
     record = registry.record(root, version)
     if record is None or not (record.get("guard") or {}).get("passed"):
-        raise UserError(f"Model version {version} was never promoted under {root}: promote it with --model first.")
+        raise UserError(f"Model version {version} has no promotion that passed the guard under {root}: promote it with --model first.")
     entry = registry.point_current(root, version, {"source": "rollback", "guard": record["guard"]})
     return {"promoted": True, "model_version": version, "previous": entry["previous"], "models_root": root,
             "source": "rollback", "guard": record["guard"]}
@@ -89,14 +92,18 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         summary: dict[str, Any] = {"model_version": model.model_version, "source": source, "export": export,
                                    "models_root": root, "guard": report.as_dict(), "promoted": False,
                                    "current": registry.current_version(root)}
-        if not report.passed:
+        if not report.passed and not args.force:
             raise JobFailed(promotion.refusal(report), summary)
+        if not report.passed:
+            log.warning("promote_model: forced past the guard: %s", promotion.refusal(report))
         if args.check_only:
             return summary
         version = registry.install(root, folder)
-    entry = registry.point_current(root, version, {"source": source, "export": export, "guard": report.as_dict()})
+    forced = not report.passed
+    entry = registry.point_current(root, version, {"source": source, "export": export, "guard": report.as_dict(),
+                                                   "forced": forced})
     log.info("promote_model: %s now serves (was %s)", version, entry["previous"])
-    return {**summary, "promoted": True, "previous": entry["previous"], "current": version}
+    return {**summary, "promoted": True, "forced": forced, "previous": entry["previous"], "current": version}
 
 
 if __name__ == "__main__":

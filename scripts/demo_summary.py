@@ -58,7 +58,8 @@ def _decide(s: Summary) -> str:
 def _promote(s: Summary) -> str:
     g = s["guard"]
     return (f"model {s['model_version']} promoted: validation RMSE {g['validation_rmse']:.2f} (no-skill "
-            f"{g['baseline_rmse']:.2f}), ε-greedy DR {g['policy_dr']:.2f} vs logging {g['logging_value']:.2f}")
+            f"{g['baseline_rmse']:.2f}), ε-greedy DR {g['policy_dr']:.2f} vs logging {g['logging_value']:.2f}"
+            + (" (forced past the guard)" if s.get("forced") else ""))
 
 
 def _decisions(s: Summary) -> str:

@@ -151,6 +151,21 @@ def test_a_model_whose_policy_earns_less_than_logging_is_refused_in_a_sentence(w
     assert "below the logging policy's" in line and "Traceback" not in err
 
 
+def test_force_promotes_past_a_refusal_and_records_it(world, tmp_path):
+    models = tmp_path / "models"
+    code, summary, err = run_in_process(PROMOTE, *args(world, models, "--model", str(world["backwards"]), "--force"))
+    assert code == 0, err
+    version = OfferModel.load(world["backwards"]).model_version
+    assert summary["forced"] is True and summary["guard"]["passed"] is False
+    assert registry.current_version(models) == version
+    record = registry.record(models, version)
+    assert record["forced"] is True and record["guard"]["reasons"]
+    assert "forced past the guard" in err
+    # a forced version is not one to roll back to
+    code, _, err = run_in_process(PROMOTE, *args(world, models, "--version", version))
+    assert code == 2 and "has no promotion that passed the guard" in err
+
+
 def test_a_model_that_does_not_beat_the_constant_is_refused(world, tmp_path):
     noise = decoded_rows(800, 5).assign(next_week_purchase_amount=np.random.default_rng(5).exponential(10.0, 800))
     folder = model_folder(tmp_path / "noise", noise, world["valid"])
@@ -176,7 +191,7 @@ def test_check_only_reports_without_promoting_and_a_rollback_points_back(world, 
     assert code == 0, err
     assert registry.current_version(models) == first and summary["previous"] == second
     code, _, err = run_in_process(PROMOTE, *args(world, models, "--version", "never-promoted"))
-    assert code == 2 and "was never promoted" in err
+    assert code == 2 and "has no promotion that passed the guard" in err
 
 
 def test_a_model_of_other_features_or_without_a_model_is_refused(world, tmp_path):
