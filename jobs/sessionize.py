@@ -57,7 +57,8 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     log.info("sessionize: %d file(s) from %s into %s (split=%s)", len(files), ", ".join(inputs), settings.lake.root, split)
 
     with step("parse"):
-        batch, counts = ingest.cache_batch(parse_lines(read_lines(spark, files), ingested_at))
+        limits = ingest.parse_limits(settings.sessionize)
+        batch, counts = ingest.cache_batch(parse_lines(read_lines(spark, files), ingested_at, limits))
     summary: dict[str, Any] = {
         "inputs": inputs, "files": len(files), "lake": settings.lake.root, "ingested_at": ingested_at.isoformat(),
         "split": split, "spec_version": spec.version, "max_bad_ratio": max_bad,

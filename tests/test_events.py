@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from offer_ai.ingest.events import (
     EVENT_COLUMNS,
     QUARANTINE_COLUMNS,
+    ParseLimits,
     accepted_events,
     distinct_events,
     parse_lines,
@@ -146,6 +147,59 @@ def test_amounts_must_be_finite_non_negative_numbers(spark):
     bad = ['"-4.99"', "-0.01", '"abc"', '"NaN"', '"Infinity"', "1e400", "true", '"4,99"']
     lines = [line("purchase", txn_amount=text) for text in bad] + [line("offer_shown", offer_price=text) for text in bad]
     assert reasons(spark, lines) == ["invalid_txn_amount"] * len(bad) + ["invalid_offer_price"] * len(bad)
+
+
+def test_amounts_above_the_maximum_are_quarantined_so_no_sum_can_overflow(spark):
+    # 1e15 was accepted once, then overflowed the decimal session sums every night after (#15)
+    limits = ParseLimits(max_amount=1000.0)
+    lines = [line("purchase", txn_amount="1e15"), line("purchase", txn_amount='"1000.01"'),
+             line("offer_shown", offer_price="2e6"), line("purchase", txn_amount="1000"),
+             line("offer_shown", offer_price='"999.99"')]
+    df = parse_lines(spark.createDataFrame([(x, f"{i}") for i, x in enumerate(lines)], "value string, source_file string"),
+                     NOW, limits)
+    got = [r["reason"] for r in sorted(df.select("source_file", "reason").collect(), key=lambda r: r["source_file"])]
+    assert got == ["invalid_txn_amount", "invalid_txn_amount", "invalid_offer_price", None, None]
+    assert ParseLimits().max_amount == 1_000_000.0  # the default
+
+
+def test_event_times_beyond_the_plausible_window_are_quarantined(spark):
+    # NOW is the ingest time: a day ahead is the most a device clock may be off; 2000 the earliest
+    times = {"2026-02-02T12:00:00Z": None, "2026-02-02T12:00:01Z": "implausible_event_time",
+             "2099-01-01T00:00:00": "implausible_event_time", "1970-01-01T00:00:00": "implausible_event_time",
+             "2000-01-01T00:00:00Z": None, "1999-12-31T23:59:59Z": "implausible_event_time"}
+    lines = [f'{{"event_id":"game_start","customer_identifier":"u1","event_time":"{t}"}}' for t in times]
+    assert reasons(spark, lines) == list(times.values())
+
+
+def test_text_longer_than_its_bound_is_quarantined(spark):
+    limits, n = ParseLimits(), ParseLimits().max_id_length
+    lines = [
+        f'{{"event_id":"game_start","customer_identifier":"{"u" * n}","event_time":"2026-01-01T10:00:00"}}',
+        f'{{"event_id":"game_start","customer_identifier":"{"u" * (n + 1)}","event_time":"2026-01-01T10:00:00"}}',
+        f'{{"event_id":"app_launched","customer_identifier":"u1","session_id":"{"s" * (n + 1)}",'
+        '"event_time":"2026-01-01T10:00:00"}',
+        line("app_launched", country=f'"{"c" * limits.max_text_length}"'),
+        line("app_launched", country=f'"{"c" * (limits.max_text_length + 1)}"'),
+        line("app_launched", sku=f'"{"k" * 500_000}"'),  # a 500 KB value: no item could hold it
+    ]
+    assert reasons(spark, lines) == [None, "text_too_long", "text_too_long", None, "text_too_long", "text_too_long"]
+
+
+def test_bytes_that_are_not_utf8_are_quarantined_and_never_merge_two_ids(spark, tmp_path):
+    from offer_ai.ingest.raw_files import read_lines
+
+    good = line().encode()
+    a = good.replace(b'"u1"', b'"u\xff1"')  # two ids that U+FFFD would make one
+    b = good.replace(b'"u1"', b'"u\xfe1"')
+    path = tmp_path / "bytes.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + good + b"\n" + a + b"\n" + b + b"\n")  # a byte-order mark opens the file
+    parsed = parse_lines(read_lines(spark, [str(path)]), NOW)
+    rows = parsed.select("reason", "user_id", "raw").collect()
+    assert sorted(r["reason"] or "" for r in rows) == ["", "invalid_encoding", "invalid_encoding"]
+    assert [r["user_id"] for r in rows if r["reason"] is None] == ["u1"]
+    assert {r["raw"] for r in rows if r["reason"]} == {good.decode().replace('"u1"', '"u\ufffd1"')}
+    keys = quarantine_rows(parsed).select("quarantine_key").collect()
+    assert len({k[0] for k in keys}) == 2  # the bytes as read, not as shown, make the key
 
 
 def test_txn_amount_is_required_on_purchase_only(spark):

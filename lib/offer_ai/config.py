@@ -87,6 +87,16 @@ class SessionizeSettings(_Section):
     split: Literal["session_id", "day", "gap"] = "session_id"
     gap_minutes: int = Field(30, ge=1)
     max_bad_ratio: float = Field(0.05, ge=0.0, le=1.0)
+    #: txn_amount / offer_price above this are quarantined (bounded so that no sum can overflow).
+    max_amount: float = Field(1_000_000.0, gt=0, le=1e12)
+    #: event times more than this many hours after the ingest time are quarantined.
+    max_future_hours: float = Field(24.0, ge=0)
+    #: event times before this are quarantined (naive = UTC).
+    earliest_event_time: dt.datetime = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    #: characters of customer_identifier, session_id and event_id (DynamoDB keys hold 2,048 bytes).
+    max_id_length: int = Field(256, ge=1, le=512)
+    #: characters of any other text field.
+    max_text_length: int = Field(1024, ge=1, le=100_000)
 
 
 class GeneratorSettings(_Section):

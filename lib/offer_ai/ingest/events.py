@@ -18,6 +18,7 @@ These are pure DataFrame -> DataFrame functions: no configuration, no storage.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -60,15 +61,21 @@ AMOUNT_FIELDS: tuple[str, ...] = ("txn_amount", "offer_price")
 REQUIRED_FIELDS: tuple[str, ...] = ("customer_identifier", "event_id", "event_time")
 JSON_FIELDS: tuple[str, ...] = REQUIRED_FIELDS + TEXT_FIELDS + BOOLEAN_FIELDS + AMOUNT_FIELDS + ("offer_propensity",)
 
+#: Key fields: stored as table keys and DynamoDB's partition key (2,048 bytes at most there).
+ID_FIELDS: tuple[str, ...] = ("customer_identifier", "session_id", "event_id")
+
 #: Quarantine reasons in precedence order: a line's `reason` is the first rule it breaks.
 #: The names are shared with the synthetic generator's malformed kinds.
 REASONS: tuple[str, ...] = (
+    "invalid_encoding",
     "invalid_json",
     "not_an_object",
     "missing_customer_identifier",
     "missing_event_id",
     "missing_event_time",
     "invalid_event_time",
+    "implausible_event_time",
+    "text_too_long",
     "invalid_won",
     "invalid_offer_purchased",
     "missing_txn_amount",
@@ -108,10 +115,29 @@ QUARANTINE_SCHEMA = StructType(
 )
 QUARANTINE_COLUMNS: tuple[str, ...] = tuple(QUARANTINE_SCHEMA.fieldNames())
 
+#: A byte-order mark: some tools open a UTF-8 file with one.
+BOM = "\ufeff"
 #: ISO-8601 date and time, 'T' or a space between, optional seconds, fraction and offset.
 ISO_TIME = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
 #: Every text field shares one struct extraction: one pass over the parsed object.
 _FIELDS_STRUCT = "struct<" + ",".join(f"`{f}`: string" for f in JSON_FIELDS) + ">"
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Bounds on values that parse but cannot be right, so that one line cannot wedge a night.
+
+    Amounts above `max_amount` (the sums stay far from any overflow), event times more than
+    `max_future` after ingestion or before `earliest_event_time` (a device clock in 2099 or
+    1970 would otherwise move the lake's latest-event clock or span decades), and text longer
+    than `max_text_length` characters (`max_id_length` for the key fields) are quarantined.
+    """
+
+    max_amount: float = 1_000_000.0
+    max_future: dt.timedelta = dt.timedelta(days=1)
+    earliest_event_time: dt.datetime = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    max_id_length: int = 256
+    max_text_length: int = 1024
 
 
 def present(text: Column) -> Column:
@@ -125,10 +151,10 @@ def to_boolean(text: Column) -> Column:
     return F.when(t.isin("true", "1"), F.lit(True)).when(t.isin("false", "0"), F.lit(False))
 
 
-def to_amount(text: Column) -> Column:
-    """A finite, non-negative number (text or JSON number), else null."""
+def to_amount(text: Column, maximum: float = float("inf")) -> Column:
+    """A finite, non-negative number (text or JSON number) no larger than `maximum`, else null."""
     x = text.try_cast(DoubleType())
-    return F.when(~F.isnan(x) & (x >= 0) & (x < float("inf")), x)
+    return F.when(~F.isnan(x) & (x >= 0) & (x < float("inf")) & (x <= maximum), x)
 
 
 def to_propensity(text: Column) -> Column:
@@ -156,7 +182,7 @@ def to_utc_timestamp(text: Column) -> Column:
     return F.when(t.rlike(ISO_TIME), zoned.try_cast(TimestampType()))
 
 
-def parse_lines(lines: DataFrame, ingested_at: dt.datetime) -> DataFrame:
+def parse_lines(lines: DataFrame, ingested_at: dt.datetime, limits: ParseLimits = ParseLimits()) -> DataFrame:
     """One row per raw line: every `events` column, plus `reason`/`reasons` (null/empty when valid)
     and `raw` (the line, kept only when rejected).
 
@@ -164,15 +190,25 @@ def parse_lines(lines: DataFrame, ingested_at: dt.datetime) -> DataFrame:
     """
     if ingested_at.tzinfo is None:
         raise ValueError("ingested_at must be timezone-aware (UTC)")
+    # Spark keeps a line's bytes as they were read: bytes that are not UTF-8 would turn into
+    # U+FFFD further on, and two different ids into one. A byte-order mark opening a file is
+    # not part of its first line.
+    lines = lines.select(
+        F.when(F.col("value").startswith(BOM), F.expr("substring(value, 2)")).otherwise(F.col("value")).alias("value"),
+        "source_file",
+        F.expr("is_valid_utf8(value)").alias("_is_utf8"),
+    )
     # Wrapping the line in [ ] makes the parser reject trailing text after the object
     # ('{"a":1} {"b":2}', '{"a":1} junk'), which it would otherwise silently ignore.
     parsed = lines.select(
         "value",
         "source_file",
+        "_is_utf8",
         F.expr("try_variant_get(try_parse_json('[' || value || ']'), '$[0]')").alias("_json"),
     ).select(
         "value",
         "source_file",
+        "_is_utf8",
         "_json",
         F.expr("try_variant_get(_json, '$', 'map<string,variant>')").alias("_object"),
         F.expr(f"try_variant_get(_json, '$', '{_FIELDS_STRUCT}')").alias("_f"),
@@ -183,6 +219,7 @@ def parse_lines(lines: DataFrame, ingested_at: dt.datetime) -> DataFrame:
     texts = parsed.select(
         "value",
         "source_file",
+        "_is_utf8",
         F.col("_json").isNotNull().alias("_is_json"),
         F.col("_object").isNotNull().alias("_is_object"),
         F.to_json("_object").alias("_canonical"),
@@ -193,7 +230,7 @@ def parse_lines(lines: DataFrame, ingested_at: dt.datetime) -> DataFrame:
         "*",
         to_utc_timestamp(text["event_time"]).alias("_event_time"),
         *[to_boolean(text[f]).alias(f"_v_{f}") for f in BOOLEAN_FIELDS],
-        *[to_amount(text[f]).alias(f"_v_{f}") for f in AMOUNT_FIELDS],
+        *[to_amount(text[f], limits.max_amount).alias(f"_v_{f}") for f in AMOUNT_FIELDS],
         to_propensity(text["offer_propensity"]).alias("_v_offer_propensity"),
     )
     is_object = F.col("_is_object")
@@ -201,13 +238,24 @@ def parse_lines(lines: DataFrame, ingested_at: dt.datetime) -> DataFrame:
     def invalid(field: str, value: str) -> Column:
         return text[field].isNotNull() & F.col(value).isNull()
 
+    ingested = F.lit(ingested_at).cast(TimestampType())
+    plausible = F.col("_event_time").between(
+        F.lit(limits.earliest_event_time).cast(TimestampType()), ingested + F.lit(limits.max_future)
+    )
+    # one greatest() per bound keeps the expression small (22 ORs inflate the optimizer's constraints)
+    longest_id = F.greatest(*[F.length(text[f]) for f in ID_FIELDS])
+    longest_text = F.greatest(*[F.length(text[f]) for f in TEXT_FIELDS if f not in ID_FIELDS])
+    too_long = F.coalesce((longest_id > limits.max_id_length) | (longest_text > limits.max_text_length), F.lit(False))
     checks = [
-        ("invalid_json", ~F.col("_is_json")),
+        ("invalid_encoding", ~F.col("_is_utf8")),
+        ("invalid_json", F.col("_is_utf8") & ~F.col("_is_json")),
         ("not_an_object", F.col("_is_json") & ~is_object),
         ("missing_customer_identifier", is_object & text["customer_identifier"].isNull()),
         ("missing_event_id", is_object & text["event_id"].isNull()),
         ("missing_event_time", is_object & text["event_time"].isNull()),
         ("invalid_event_time", invalid("event_time", "_event_time")),
+        ("implausible_event_time", F.col("_event_time").isNotNull() & ~plausible),
+        ("text_too_long", too_long),
         ("invalid_won", invalid("won", "_v_won")),
         ("invalid_offer_purchased", invalid("offer_purchased", "_v_offer_purchased")),
         ("missing_txn_amount", is_object & (text["event_id"] == "purchase") & text["txn_amount"].isNull()),
@@ -240,7 +288,9 @@ def parse_lines(lines: DataFrame, ingested_at: dt.datetime) -> DataFrame:
         F.lit(ingested_at).cast(TimestampType()).alias("ingested_at"),
         "reason",
         "reasons",
-        F.when(~valid, F.col("value")).alias("raw"),
+        # undecodable bytes are shown as U+FFFD; the quarantine key is made from the bytes read
+        F.when(~valid, F.expr("make_valid_utf8(value)")).alias("raw"),
+        F.when(~valid, F.col("value")).alias("raw_read"),
     )
 
 
@@ -272,12 +322,14 @@ def quarantine_rows(parsed: DataFrame) -> DataFrame:
 
     quarantine_key = SHA-256 of (source file, line, n) where n numbers identical lines within one
     file: rereading the same file yields the same keys, so a rerun adds nothing, while a junk
-    line repeated in a file is still stored as often as it was read.
+    line repeated in a file is still stored as often as it was read. The line is hashed as its
+    bytes were read, so two lines that differ only in undecodable bytes keep two keys.
     """
     rejected = parsed.where(F.col("reason").isNotNull())
-    occurrence = F.row_number().over(Window.partitionBy("source_file", "raw").orderBy("raw"))
+    occurrence = F.row_number().over(Window.partitionBy("source_file", "raw_read").orderBy("raw_read"))
+    key = F.sha2(F.concat_ws("\u0001", "source_file", "raw_read", occurrence.cast("string")), 256)
     return rejected.select(
-        F.sha2(F.concat_ws("\u0001", "source_file", "raw", occurrence.cast("string")), 256).alias("quarantine_key"),
+        key.alias("quarantine_key"),
         "reason",
         "reasons",
         "raw",

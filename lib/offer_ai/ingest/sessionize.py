@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from offer_ai import lake
+from offer_ai.config import SessionizeSettings
 from offer_ai.errors import UserError
 from offer_ai.ingest.events import (
     EVENTS_SCHEMA,
@@ -92,6 +93,18 @@ class BatchCounts:
             "held_back": held_back, "bad_ratio": self.bad_ratio,
             "reconciled": self.lines_read == accepted + duplicates + self.quarantined + held_back,
         }
+
+
+def parse_limits(settings: SessionizeSettings) -> ParseLimits:
+    """The configured bounds on parsed values (sessionize.max_amount, ...)."""
+    earliest = settings.earliest_event_time
+    return ParseLimits(
+        max_amount=settings.max_amount,
+        max_future=dt.timedelta(hours=settings.max_future_hours),
+        earliest_event_time=earliest.replace(tzinfo=dt.timezone.utc) if earliest.tzinfo is None else earliest,
+        max_id_length=settings.max_id_length,
+        max_text_length=settings.max_text_length,
+    )
 
 
 def require_utc(spark: SparkSession) -> None:

@@ -36,7 +36,7 @@ def build_users(
         F.count(F.lit(1)).alias("sessions"),
         F.sum("games_played").alias("games_played"),
         # decimal, like the session sums: the total must not depend on the order of addition
-        F.sum(F.col("purchase_amount").cast("decimal(24,6)")).cast("double").alias("purchase_amount"),
+        F.sum(F.col("purchase_amount").cast("decimal(38,6)")).cast("double").alias("purchase_amount"),
     )
     rows = seen.join(totals, "user_id", "left").select(
         "user_id",
