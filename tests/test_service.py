@@ -339,3 +339,32 @@ def test_an_outage_logs_one_warning_a_minute_not_one_per_request():
     finally:
         logger.removeHandler(handler)
     assert records == ["serve: read failed: timeout", "serve: read failed: timeout (499 more like it in the last minute)"]
+
+
+def test_a_store_that_keeps_failing_is_not_asked_until_the_cooldown_ends(world):
+    hang, port = _silent_port()
+    hang.close()  # connection refused, every time
+    store = world["store"].model_copy(update={"endpoint_url": f"http://127.0.0.1:{port}"})
+    settings = service_settings(store, world["models"], world["raw"], "serving.store_breaker_failures=3",
+                                "serving.store_breaker_cooldown_s=600")
+    with running(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        got = [post(client, user_id="us-1", session_id=f"s{i}") for i in range(6)]
+        ready = client.get("/readyz").json()
+        metrics = client.get("/metrics").text
+    assert [r.json()["store"] for r in got] == ["error"] * 3 + ["circuit_open"] * 3
+    assert all(r.json()["cold_start"] for r in got)
+    assert [r.headers["server-timing"].split(",")[0] for r in got[3:]] == ["store;dur=0.000"] * 3  # not asked
+    assert ready["ready"] is False  # the probe goes past the breaker: it tells the truth
+    assert 'offer_ai_store_errors_total{kind="circuit_open"} 3.0' in metrics
+
+
+def test_the_breaker_opens_after_a_streak_and_closes_on_the_first_success():
+    from offer_ai.online.deadline_reader import Breaker
+
+    breaker = Breaker(failures=2, cooldown_s=1.0)
+    breaker.record(False, 10.0)
+    breaker.record(True, 10.1)  # a success in between: the streak starts again
+    breaker.record(False, 10.2)
+    assert breaker.allows(10.3)
+    breaker.record(False, 10.3)  # two in a row
+    assert not breaker.allows(10.4) and not breaker.allows(11.29) and breaker.allows(11.3)

@@ -184,6 +184,10 @@ class ServingSettings(_Section):
     store_max_attempts: int = Field(2, ge=1)
     #: Threads doing the blocking DynamoDB reads (boto3 has no async client).
     store_threads: int = Field(16, ge=1)
+    #: After this many reads in a row fail or time out, the store is not asked for ...
+    store_breaker_failures: int = Field(20, ge=1)
+    #: ... this many seconds (requests get the defaults at once), then asked again.
+    store_breaker_cooldown_s: float = Field(1.0, gt=0)
     #: Where decisions are logged as raw events; None = raw.root (a local or shared folder).
     decision_log_dir: str | None = None
     #: A decision-log file is written at least this often (and at shutdown) ...

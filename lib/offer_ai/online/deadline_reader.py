@@ -31,12 +31,35 @@ class _TooLate(Exception):
     """The read would start after its request's deadline."""
 
 
+class Breaker:
+    """Stops calling a store that keeps failing, so an outage costs no thread and no CPU per request.
+
+    After ``failures`` reads in a row time out or fail, reads are skipped for ``cooldown_s``
+    (the requests get the defaults at once, status ``circuit_open``); then reads go through
+    again, and the first success closes it. Touched from the event loop only.
+    """
+
+    def __init__(self, failures: int, cooldown_s: float) -> None:
+        self.failures, self.cooldown_s = failures, cooldown_s
+        self._streak = 0
+        self._open_until = 0.0
+
+    def allows(self, now: float) -> bool:
+        return now >= self._open_until
+
+    def record(self, ok: bool, now: float) -> None:
+        self._streak = 0 if ok else self._streak + 1
+        if self._streak >= self.failures:
+            self._open_until, self._streak = now + self.cooldown_s, 0
+
+
 @dataclass(frozen=True)
 class FeatureRead:
     """What the store answered: the features (or defaults), why, and how long it took."""
 
     features: dict[str, Any]
-    #: hit (an item), miss (no item or expired), timeout (past the budget), error (any failure)
+    #: hit (an item), miss (no item or expired), timeout (past the budget), error (any failure),
+    #: circuit_open (not asked: it kept failing just now)
     status: str
     seconds: float
     error: str | None = None
@@ -55,15 +78,24 @@ class DeadlineReader:
         self.reader = OnlineFeatureReader(store, client=client,
                                           options=ReadOptions(max_attempts=serving.store_max_attempts))
         self.pool = ThreadPoolExecutor(max_workers=serving.store_threads, thread_name_prefix="offer-ai-store")
+        self.breaker = Breaker(serving.store_breaker_failures, serving.store_breaker_cooldown_s)
 
     def _get(self, user_id: str, deadline: float) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise _TooLate
         return self.reader.get(user_id)
 
-    async def read(self, user_id: str) -> FeatureRead:
-        """The player's features, or the defaults with the reason, within the budget."""
+    async def read(self, user_id: str, probe: bool = False) -> FeatureRead:
+        """The player's features, or the defaults with the reason, within the budget (``probe``: past the breaker)."""
         started = time.monotonic()
+        if not probe and not self.breaker.allows(started):
+            return FeatureRead(default_features(user_id), "circuit_open", 0.0)
+        read = await self._read(user_id, started)
+        if not probe:
+            self.breaker.record(read.status in ("hit", "miss"), time.monotonic())
+        return read
+
+    async def _read(self, user_id: str, started: float) -> FeatureRead:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.pool, self._get, user_id, started + self.budget_s)
         try:
@@ -78,7 +110,7 @@ class DeadlineReader:
 
     async def answers(self) -> bool:
         """Readiness: does the store answer a GetItem within the budget?"""
-        return (await self.read(PROBE_KEY)).status in ("hit", "miss")
+        return (await self.read(PROBE_KEY, probe=True)).status in ("hit", "miss")
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -243,7 +243,7 @@ class DecisionService:
             m.explored.inc()
         if answer["cold_start"]:
             m.cold_starts.labels(reason={"miss": "unknown_player"}.get(status, f"store_{status}")).inc()
-        if status in ("timeout", "error"):
+        if status in ("timeout", "error", "circuit_open"):
             m.store_errors.labels(kind=status).inc()
             if read.error:
                 self.warnings.warning("store", "serve: feature read failed, served the defaults: %s", read.error)
