@@ -27,6 +27,7 @@ from offer_ai.features.training_export import default_run_id, export_training, w
 from offer_ai.features.window_spec import load_window_spec
 from offer_ai.ingest.feature_spec import load_feature_spec
 from offer_ai.ingest.sessionize import WATERMARK
+from offer_ai.run_lock import run_lock
 from offer_ai.spark import build_spark
 
 
@@ -49,6 +50,13 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         raise UserError(f"--validation-fraction must be between 0 and 1, exclusive (got {fraction}).")
     with step("spark_start"):
         spark = build_spark(settings, app_name="offer-ai build_features")
+    with run_lock(spark, settings.lake.root, "training", "build_features"):  # one writer of the table and export
+        return _build(args, settings, spark, spec, fraction, cutoff)
+
+
+def _build(args: argparse.Namespace, settings: Settings, spark: Any, spec: Any, fraction: float,
+           cutoff: dt.datetime | None) -> dict[str, Any]:
+    training = settings.training
     paths = {name: settings.table_path(name) for name in ("sessions", "events", "training_examples")}
     previous = refresh.last_build(spark, paths["training_examples"])
     if previous is None or previous.spec_version != spec.version:

@@ -28,6 +28,7 @@ from offer_ai.ingest.feature_spec import load_feature_spec
 from offer_ai.online import export as online_export
 from offer_ai.online import table as online_table
 from offer_ai.online import writer as online_writer
+from offer_ai.run_lock import run_lock
 from offer_ai.spark import build_spark
 
 
@@ -48,9 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     spec = load_window_spec(load_feature_spec(settings.features_path))
-    store = settings.online_store
     with step("spark_start"):
         spark = build_spark(settings, app_name="offer-ai export_features")
+    with run_lock(spark, settings.lake.root, "online", "export_features"):  # one writer of the items and snapshot
+        return _export(args, settings, spark, spec)
+
+
+def _export(args: argparse.Namespace, settings: Settings, spark: Any, spec: Any) -> dict[str, Any]:
+    store = settings.online_store
     paths = {name: settings.table_path(name) for name in ("sessions", "events", "online_features")}
     last = lake.latest_commit_metadata(spark, paths["online_features"], online_export.EXPORT_AS_OF) or {}
     if last.get("spec_version") != spec.version:  # the last export checked and used this definition

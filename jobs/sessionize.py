@@ -14,10 +14,10 @@ from typing import Any
 from offer_ai.cli import JobFailed, job_parser, log, run_job, step
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
+from offer_ai.run_lock import run_lock
 from offer_ai.ingest import sessionize as ingest
-from offer_ai.ingest.events import parse_lines
 from offer_ai.ingest.feature_spec import load_feature_spec
-from offer_ai.ingest.raw_files import list_input_files, read_lines
+from offer_ai.ingest.raw_files import list_input_files
 from offer_ai.spark import build_spark
 
 
@@ -36,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     spec = load_feature_spec(settings.features_path)
-    split, gap = settings.sessionize.split, settings.sessionize.gap_minutes
     max_bad = settings.sessionize.max_bad_ratio if args.max_bad_ratio is None else args.max_bad_ratio
     if not 0.0 <= max_bad <= 1.0:
         raise UserError(f"--max-bad-ratio must be between 0 and 1 (got {max_bad}).")
@@ -46,6 +45,13 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     with step("spark_start"):
         spark = build_spark(settings, app_name="offer-ai sessionize")
     ingest.require_utc(spark)
+    with run_lock(spark, settings.lake.root, "ingest", "sessionize"):  # one writer of events, sessions, users
+        return _ingest(args, settings, spark, spec, inputs, tables, max_bad)
+
+
+def _ingest(args: argparse.Namespace, settings: Settings, spark: Any, spec: Any, inputs: list[str],
+            tables: ingest.Tables, max_bad: float) -> dict[str, Any]:
+    split, gap = settings.sessionize.split, settings.sessionize.gap_minutes
     state = ingest.ingest_state(spark, tables)  # events stored after state.mark still need sessionizing
     if state.spec_checked != spec.check_key:
         with step("check_spec"):
@@ -57,14 +63,15 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     log.info("sessionize: %d file(s) from %s into %s (split=%s)", len(files), ", ".join(inputs), settings.lake.root, split)
 
     with step("parse"):
-        limits = ingest.parse_limits(settings.sessionize)
-        batch, counts = ingest.cache_batch(parse_lines(read_lines(spark, files), ingested_at, limits))
+        batch, counts, unreadable = ingest.read_batch(spark, files, ingested_at, ingest.parse_limits(settings.sessionize))
     summary: dict[str, Any] = {
         "inputs": inputs, "files": len(files), "lake": settings.lake.root, "ingested_at": ingested_at.isoformat(),
         "split": split, "spec_version": spec.version, "max_bad_ratio": max_bad,
+        "files_unreadable": len(unreadable), "unreadable_files": [u.path for u in unreadable],
     }
     with step("quarantine"):
-        summary["quarantine_rows_added"] = ingest.store_quarantine(spark, tables.quarantine, batch, counts)
+        summary["quarantine_rows_added"] = ingest.store_quarantine(
+            spark, tables.quarantine, batch, counts, unreadable, ingested_at)
     if counts.bad_ratio > max_bad:  # the quarantine is written; the rest of the batch is held back
         batch.unpersist()
         raise JobFailed(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,8 @@ from offer_ai.errors import UserError
 log = logging.getLogger("offer_ai")
 #: Wall seconds of each named step of the running job (see `step`); reset by run_job.
 _steps: dict[str, float] = {}
+#: The step running now, for the sentence that reports a failure.
+_current: list[str] = []
 
 
 @contextmanager
@@ -29,6 +32,7 @@ def step(name: str) -> Iterator[None]:
     """Time one step of a job: logged when it ends, and reported under `steps` in the summary,
     so a slow night shows where its time went without a profiler."""
     started = time.monotonic()
+    _current.append(name)
     spark_context = _active_spark_context()
     if spark_context is not None:  # the step's name on its Spark jobs (UI, event log)
         spark_context.setJobDescription(name)
@@ -37,6 +41,7 @@ def step(name: str) -> Iterator[None]:
     finally:
         if spark_context is not None:
             spark_context.setJobDescription(None)  # type: ignore[arg-type]
+        _current.pop()
         seconds = time.monotonic() - started
         _steps[name] = round(_steps.get(name, 0.0) + seconds, 3)
         log.info("step %s: %.2f s", name, seconds)
@@ -56,6 +61,22 @@ def _active_spark_context() -> Any:
     that do not use Spark)."""
     pyspark = sys.modules.get("pyspark")
     return None if pyspark is None else pyspark.SparkContext._active_spark_context
+
+
+def is_spark_error(exc: BaseException) -> bool:
+    """An error raised by Spark or the JVM (not a bug in our Python)."""
+    names = {c.__module__.split(".")[0] for c in type(exc).__mro__}
+    return bool(names & {"pyspark", "py4j"})
+
+
+def spark_error_line(exc: BaseException) -> str:
+    """The first line of a Spark error, without the JVM stack and the SQLSTATE."""
+    text = str(exc).strip()
+    if hasattr(exc, "java_exception"):  # a raw Py4JJavaError: its own text is the stack
+        text = str(exc.java_exception.toString())  # type: ignore[attr-defined]
+    line = text.splitlines()[0] if text else type(exc).__name__
+    line = re.sub(r"\s*SQLSTATE: \w+\.?", "", line).strip()
+    return line if line.endswith(".") else line + "."
 
 
 def _timed_steps() -> dict[str, Any]:
@@ -127,6 +148,16 @@ def run_job(
         print(json.dumps(failed, default=str), flush=True)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - Spark's and the JVM's own errors: one sentence, exit 1
+        if not is_spark_error(exc):
+            raise
+        where = f"step {_current[-1]}" if _current else "the job"
+        print(f"{parser.prog}: error: {where} failed: {spark_error_line(exc)} Every step that finished "
+              "stays committed, and a rerun continues from there once the cause is fixed (Spark's log "
+              "above has the details).", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        _current.clear()
     summary = {"job": parser.prog, **summary, "seconds": round(time.monotonic() - started, 3), **_timed_steps()}
     sys.stdout.flush()
     print(json.dumps(summary, default=str), flush=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pyspark.logger import PySparkLogger
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType, TimestampType
@@ -197,7 +198,9 @@ def _first_line(exc: Exception) -> str:
 @contextmanager
 def quiet_spark_errors() -> Iterator[None]:
     """PySpark logs every analysis error with its JVM stack; here an error is an expected answer."""
-    logger = logging.getLogger("SQLQueryContextLogger")
+    # PySpark's own class: a plain Logger made here first would later reject PySpark's
+    # logger.exception(..., errorClass=...) with a TypeError on top of the real error
+    logger = PySparkLogger.getLogger("SQLQueryContextLogger")
     level = logger.level
     logger.setLevel(logging.CRITICAL + 1)
     try:

@@ -11,25 +11,32 @@ rerun with nothing new recomputes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from offer_ai import lake
+from offer_ai.cli import log
 from offer_ai.config import SessionizeSettings
 from offer_ai.errors import UserError
 from offer_ai.ingest.events import (
     EVENTS_SCHEMA,
     QUARANTINE_SCHEMA,
     REASONS,
+    ParseLimits,
     accepted_events,
     distinct_events,
+    parse_lines,
     quarantine_rows,
 )
 from offer_ai.ingest.feature_spec import SESSION_KEYS, FeatureSpec
+from offer_ai.ingest.raw_files import read_lines
 from offer_ai.ingest.sessions import (
     add_identity,
     aggregate_sessions,
@@ -140,6 +147,82 @@ def ingest_time(mark: dt.datetime | None) -> dt.datetime:
     return max(now, mark + dt.timedelta(milliseconds=1)) if mark else now
 
 
+@dataclass(frozen=True)
+class UnreadableFile:
+    """A raw file Spark could not read (a truncated gzip, a file without read permission)."""
+
+    path: str
+    error: str
+
+
+_FAILED_FILE = re.compile(r"Encountered error while reading file (\S+?)\.(?:\s|$)")
+
+
+def read_batch(
+    spark: SparkSession, files: list[str], ingested_at: dt.datetime, limits: ParseLimits
+) -> tuple[DataFrame, BatchCounts, list[UnreadableFile]]:
+    """Parse and cache the lines of `files` (cache_batch). A file Spark cannot read is set aside
+    with its error and the rest are read again: one bad file must not fail the day, nor keep
+    failing it on every retry. The set-aside files are recorded in the quarantine."""
+    remaining, unreadable = list(files), []
+    while True:
+        parsed = parse_lines(read_lines(spark, remaining), ingested_at, limits) if remaining else None
+        if parsed is None:
+            return _empty_batch(spark), BatchCounts(quarantined_by_reason=dict.fromkeys(REASONS, 0)), unreadable
+        try:
+            batch, counts = cache_batch(parsed)
+            return batch, counts, unreadable
+        except Exception as exc:  # noqa: BLE001 - only a read failure naming one of our files is handled
+            parsed.unpersist()
+            failed = _failed_file(exc, remaining)
+            if failed is None:
+                raise
+            remaining.remove(failed)
+            error = str(exc).splitlines()[1] if len(str(exc).splitlines()) > 1 else str(exc)
+            cause = _root_cause(exc)
+            unreadable.append(UnreadableFile(failed, f"{error.split(': ', 1)[-1].strip()} ({cause})" if cause else error))
+            log.warning("sessionize: %s cannot be read (%s); it is set aside and the other files are read", failed,
+                        cause or "see Spark's log")
+
+
+def _failed_file(exc: Exception, files: list[str]) -> str | None:
+    match = _FAILED_FILE.search(str(exc))
+    if not match:
+        return None
+    wanted = _same_file_key(match.group(1))
+    return next((f for f in files if _same_file_key(f) == wanted), None)
+
+
+def _same_file_key(uri: str) -> tuple[str, str, str]:
+    """'file:/x' and 'file:///x' name one file: compare scheme, host and the decoded path."""
+    parts = urlparse(uri)
+    return parts.scheme, parts.netloc, unquote(parts.path)
+
+
+def _root_cause(exc: Exception) -> str | None:
+    """The innermost Java cause ('java.io.EOFException: Unexpected end of input stream')."""
+    java = getattr(exc, "java_exception", None)
+    if java is None:
+        return None
+    cause = java
+    while cause.getCause() is not None and cause.getCause() != cause:
+        cause = cause.getCause()
+    return str(cause.toString())
+
+
+def _empty_batch(spark: SparkSession) -> DataFrame:
+    """No readable line: a parsed batch with no rows (every later step then has nothing to do)."""
+    lines = lake.empty(spark, "value string, source_file string")
+    return parse_lines(lines, dt.datetime.now(dt.timezone.utc))
+
+
+def unreadable_rows(spark: SparkSession, unreadable: list[UnreadableFile], ingested_at: dt.datetime) -> DataFrame:
+    """One `events_quarantine` row per file set aside: reason unreadable_file, the error as its text."""
+    rows = [(hashlib.sha256(f"{u.path}\u0001unreadable_file".encode()).hexdigest(), "unreadable_file",
+             ["unreadable_file"], u.error, u.path, ingested_at) for u in unreadable]
+    return spark.createDataFrame(rows, QUARANTINE_SCHEMA)
+
+
 def cache_batch(parsed: DataFrame) -> tuple[DataFrame, BatchCounts]:
     """Cache the parsed batch (the input is read and parsed once) and count it in the same pass.
 
@@ -163,14 +246,23 @@ def cache_batch(parsed: DataFrame) -> tuple[DataFrame, BatchCounts]:
     return parsed, counts
 
 
-def store_quarantine(spark: SparkSession, path: str, parsed: DataFrame, counts: BatchCounts) -> int:
-    """Add the batch's rejected lines not stored yet; return how many were added."""
+def store_quarantine(
+    spark: SparkSession, path: str, parsed: DataFrame, counts: BatchCounts,
+    unreadable: list[UnreadableFile] | None = None, ingested_at: dt.datetime | None = None,
+) -> int:
+    """Add the batch's rejected lines (and a row per unreadable file) not stored yet; return how
+    many rows were added."""
     created = lake.ensure_table(spark, path, QUARANTINE_SCHEMA)
-    if not counts.quarantined:
+    unreadable = unreadable or []
+    if not counts.quarantined and not unreadable:
         return 0
-    rows = quarantine_rows(parsed)
+    rows = quarantine_rows(parsed) if counts.quarantined else lake.empty(spark, QUARANTINE_SCHEMA)
+    if unreadable:
+        assert ingested_at is not None
+        rows = rows.unionByName(unreadable_rows(spark, unreadable, ingested_at))
+    files = [*counts.quarantined_files, *(u.path for u in unreadable)]
     return lake.append(spark, path, rows) if created else lake.append_unseen(
-        spark, path, rows, ["quarantine_key"], F.col("source_file").isin(counts.quarantined_files))
+        spark, path, rows, ["quarantine_key"], F.col("source_file").isin(files))
 
 
 def store_events(spark: SparkSession, path: str, parsed: DataFrame, counts: BatchCounts) -> int:
