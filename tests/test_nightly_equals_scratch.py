@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import functions as F
 from job_runner import load_job, run_in_process  # tests/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ SESSIONIZE, BUILD, EXPORT = load_job("sessionize"), load_job("build_features"), 
 #: design. An online item is rewritten only when one of its values changed, so an unchanged one
 #: keeps the as_of (and the expiry) of its last write (checked apart below).
 LINEAGE = {"events": ("ingested_at", "source_file"), "events_quarantine": ("ingested_at",),
-           "online_features": ("written_at", "as_of")}
+           "online_features": ("written_at", "expires_at", "as_of")}
 TABLES = ("events", "events_quarantine", "sessions", "users", "training_examples", "online_features")
 
 
@@ -38,22 +39,50 @@ def day(n: int) -> str:
     return (START + dt.timedelta(days=n - 1)).isoformat()
 
 
-def _late_file(raw: Path) -> tuple[Path, list[str]]:
-    """A file for day 3's folder: two new events of a day-3 player, one line that is already
-    stored, and that player's country change at noon."""
+def _day3_sessions(raw: Path) -> dict[str, dict[str, list[dt.datetime]]]:
+    """user -> session -> the times of its day-3 events, from every valid line in any folder."""
+    out: dict[str, dict[str, list[dt.datetime]]] = {}
+    for path in raw.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            try:
+                e = json.loads(line)
+                at = dt.datetime.fromisoformat(e["event_time"].replace("Z", "+00:00")).replace(tzinfo=None)
+                user, session = e["customer_identifier"], e["session_id"]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if at.date().isoformat() == day(3) and isinstance(user, str) and isinstance(session, str):
+                out.setdefault(user, {}).setdefault(session, []).append(at)
+    return out
+
+
+def _late_file(raw: Path) -> tuple[Path, list[str], tuple[str, str]]:
+    """A file for day 3's folder: a player's country change, in a session of its own, one second
+    after the start of that player's last session of the day (a stored session the file adds no
+    event to, so only the identity rule can change it), two new events inside the player's first
+    session of the day, and one line that is already stored. Returns the file, its lines and the
+    (player, session) the change must reach."""
     source = sorted((raw / f"date={day(3)}").glob("*.jsonl"))[0]
     lines = source.read_text().splitlines()
-    first = next(json.loads(x) for x in lines if x.startswith("{") and '"app_launched"' in x)
-    user, session = first["customer_identifier"], first.get("session_id", "late-session")
-    base = {"customer_identifier": user, "session_id": session}
+
+    def spans(sessions: dict[str, list[dt.datetime]]) -> list[tuple[dt.datetime, dt.datetime, str]]:
+        return sorted((min(t), max(t), s) for s, t in sessions.items())
+
+    user, (first, *_, last) = next(
+        (u, spans(s)) for u, s in sorted(_day3_sessions(raw).items())
+        if len(s) >= 2 and spans(s)[-1][1] - spans(s)[-1][0] > dt.timedelta(seconds=5)
+    )
+    at = first[0] + (first[1] - first[0]) / 2
     added = [
-        json.dumps({**base, "event_id": "user_updated", "event_time": f"{day(3)}T12:00:00Z", "country": "ZZ"}),
-        json.dumps({**base, "event_id": "game_start", "event_time": f"{day(3)}T23:59:00Z"}),
-        json.dumps({**base, "event_id": "purchase", "event_time": f"{day(3)}T23:59:30Z", "txn_amount": "7.25",
+        json.dumps({"customer_identifier": user, "session_id": "late-identity", "event_id": "user_updated",
+                    "event_time": f"{(last[0] + dt.timedelta(seconds=1)).isoformat()}Z", "country": "ZZ"}),
+        json.dumps({"customer_identifier": user, "session_id": first[2], "event_id": "game_start",
+                    "event_time": f"{at.isoformat()}Z"}),
+        json.dumps({"customer_identifier": user, "session_id": first[2], "event_id": "purchase",
+                    "event_time": f"{(at + dt.timedelta(seconds=1)).isoformat()}Z", "txn_amount": "7.25",
                     "purchase_source": "shop"}),
         lines[0],  # sent again, three nights later
     ]
-    return raw / f"date={day(3)}" / "late-arrivals.jsonl", added
+    return raw / f"date={day(3)}" / "late-arrivals.jsonl", added, (user, last[2])
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +119,12 @@ def nightly(raw, tmp_path_factory, dynamodb_endpoint) -> tuple[Path, str, list[d
 
     for n in range(1, 8):
         night(n, export=n in (2, 5))
-    path, lines = _late_file(raw)
+    path, lines, reached = _late_file(raw)
     path.write_text("\n".join(lines) + "\n")
     night(3, export=True)
     for n in range(8, DAYS + 1):
         night(n, export=n == DAYS)
-    return lake, table, builds
+    return lake, table, builds, reached
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +141,7 @@ def scratch(raw, nightly, tmp_path_factory, dynamodb_endpoint) -> tuple[Path, st
 
 def test_the_nights_took_the_partial_path(nightly):
     """Otherwise the comparison below proves nothing about it."""
-    _, _, builds = nightly
+    _, _, builds, _ = nightly
     assert builds[0]["mode"] == "full"
     assert {b["mode"] for b in builds[1:]} == {"tail"}
     late = builds[7]  # the rerun of day 3 reaches back to day 3 minus the label's week
@@ -127,9 +156,11 @@ def test_every_table_equals_the_one_built_from_scratch(spark, nightly, scratch, 
     assert_df_equality(a, b, ignore_row_order=True, ignore_column_order=True, ignore_nullable=True)
 
 
-def test_the_late_identity_change_reached_the_sessions_after_it(spark, nightly):
-    lake, _, _ = nightly
-    assert spark.read.format("delta").load(str(lake / "sessions")).where("country = 'ZZ'").count() >= 1
+def test_the_late_identity_change_reached_the_stored_session_after_it(spark, nightly):
+    lake, _, _, (user, session) = nightly
+    rows = spark.read.format("delta").load(str(lake / "sessions")).where(
+        (F.col("user_id") == user) & (F.col("session_id") == session)).collect()
+    assert [r["country"] for r in rows] == ["ZZ"]
 
 
 @pytest.mark.parametrize("split", ["train", "validation"])
