@@ -6,7 +6,9 @@ builds its own boto3 client, because it runs on the executors, one call per part
 25 items per request (moto does not enforce DynamoDB's limit, DESIGN §8, so the code must);
 UnprocessedItems re-sent with exponential backoff and full jitter; a write-rate cap per job;
 nothing dropped silently — a write that runs out of retries raises
-:class:`OnlineStoreWriteError` with the number of items not written.
+:class:`OnlineStoreWriteError` with the number of items not written; an item DynamoDB refuses
+(ValidationException: a key over 2,048 bytes, an item over 400 KB) is set aside, counted and
+logged, and the rest of its batch is still written (:func:`_set_aside`).
 
 What boto3/botocore do here: the client's retry mode (``standard``/``adaptive``) re-sends
 throttled and 5xx calls with its own backoff, and ``TypeSerializer`` turns items into the wire
@@ -22,9 +24,10 @@ that, since the backoff and the count belong inside its flush; so the loop in
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from boto3.dynamodb.types import TypeSerializer
@@ -36,6 +39,12 @@ from offer_ai.online.items import KEY_ATTRIBUTE, encode_item
 from offer_ai.online.pacing import TokenBucket, backoff_delay
 
 MAX_BATCH_WRITE = 25  # DynamoDB's limit; moto does not enforce it (DESIGN §8), so we must
+#: Refused items logged one line each per writer; past it one more line says the rest are only counted.
+MAX_REFUSAL_LOG_LINES = 20
+#: How much of a refused user id a log line shows (the id itself may be the 2,048-byte problem).
+LOGGED_ID_CHARS = 64
+
+log = logging.getLogger("offer_ai")
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,13 @@ class WriteOptions:
     ``max_retries`` bounds the rounds of re-sending one batch's UnprocessedItems (or a
     throttling error that outlived botocore's own ``max_attempts``); past it the writer raises
     :class:`OnlineStoreWriteError` with the count. Worst case per batch, with the defaults:
-    about 20 s of backoff (0.05 s doubling, capped at 5 s, full jitter).
+    about 20 s of backoff (0.05 s doubling, capped at 5 s, full jitter); each request of a
+    refused batch's bisection has a budget of its own.
+
+    ``max_refused`` bounds the items one writer sets aside because DynamoDB refused them
+    (ValidationException); past it the writer raises :class:`OnlineStoreWriteError`, since so
+    many refusals are the table or the rows as a whole (a key attribute of another type), not
+    a stray bad row.
     """
 
     max_retries: int = 10
@@ -53,6 +68,7 @@ class WriteOptions:
     max_delay_s: float = 5.0
     retry_mode: Literal["standard", "adaptive"] = "standard"
     max_attempts: int = 10
+    max_refused: int = 100
 
 
 @dataclass
@@ -62,7 +78,9 @@ class WriteStats:
     ``retried`` = items re-sent (UnprocessedItems or throttling errors), ``requests`` =
     BatchWriteItem calls made, ``throttled`` = calls that failed with a throttling error after
     botocore's retries, ``sdk_retries`` = botocore's own retry attempts, ``max_request_items`` =
-    the largest batch sent."""
+    the largest batch sent, ``refused`` = items DynamoDB refused (ValidationException) and the
+    writer set aside, never written and not in ``written``; ``refused_user_ids`` = their user
+    ids, in full, so the caller can leave them out of what it records as written."""
 
     considered: int = 0
     duplicates: int = 0
@@ -73,12 +91,14 @@ class WriteStats:
     sdk_retries: int = 0
     max_request_items: int = 0
     seconds: float = 0.0
+    refused: int = 0
+    refused_user_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def __add__(self, other: WriteStats) -> WriteStats:
-        """Combine partitions' stats (max for the batch size and the time, which overlap)."""
+        """Combine partitions' stats (max for the batch size and the time, which overlap; ids concatenated)."""
         merged = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
         merged["max_request_items"] = max(self.max_request_items, other.max_request_items)
         merged["seconds"] = max(self.seconds, other.seconds)
@@ -121,6 +141,17 @@ def _send_batch(
 ) -> None:
     """Write one batch of <= 25 distinct items; re-send what DynamoDB did not take, with backoff."""
     requests = [{"PutRequest": {"Item": {k: serialize(v) for k, v in item.items()}}} for item in items]
+    _send_requests(client, store, requests, bucket, options, stats)
+
+
+def _send_requests(
+    client: Any,
+    store: OnlineStoreSettings,
+    requests: list[dict[str, Any]],
+    bucket: TokenBucket,
+    options: WriteOptions,
+    stats: WriteStats,
+) -> None:
     retries = 0
     while requests:
         bucket.take(len(requests))
@@ -132,6 +163,9 @@ def _send_batch(
             code = error_code(exc)
             if code == "ResourceNotFoundException":
                 raise missing_table(store) from None
+            if code == "ValidationException":  # DynamoDB refused the request for (at least) one of its items
+                _set_aside(client, store, requests, exc, bucket, options, stats)
+                return
             if code not in RETRYABLE_CODES:
                 raise _BatchFailed(len(requests), f"BatchWriteItem failed with {code or exc}") from exc
             stats.throttled += 1
@@ -151,6 +185,63 @@ def _send_batch(
         requests = unprocessed
 
 
+def _set_aside(
+    client: Any,
+    store: OnlineStoreSettings,
+    requests: list[dict[str, Any]],
+    refusal: ClientError,
+    bucket: TokenBucket,
+    options: WriteOptions,
+    stats: WriteStats,
+) -> None:
+    """A request DynamoDB refused with a ValidationException: find the item(s) it refuses by bisection.
+
+    DynamoDB refuses the whole BatchWriteItem for one bad item (a key over 2,048 bytes, an item
+    over 400 KB) and writes none of it (moto may have written the items before the bad one;
+    writing them again is harmless). Each half is sent again as its own request, with its own
+    retry budget, down to single items: a single item refused is set aside — counted, its user
+    id kept, logged — and every other item is written. Cost: about 2·log2(25) ≈ 10 extra
+    requests for one bad item in a batch of 25, 2n − 1 requests when all n are bad.
+    """
+    if len(requests) == 1:
+        _refuse(store, requests[0], refusal, options, stats)
+        return
+    middle = len(requests) // 2
+    halves = (requests[:middle], requests[middle:])
+    for number, half in enumerate(halves):
+        try:
+            _send_requests(client, store, half, bucket, options, stats)
+        except _BatchFailed as failed:  # the halves after it were never tried: count them too
+            untried = sum(len(h) for h in halves[number + 1 :])
+            raise _BatchFailed(failed.unwritten + untried, failed.reason) from failed
+
+
+def _refuse(
+    store: OnlineStoreSettings, request: dict[str, Any], refusal: ClientError, options: WriteOptions, stats: WriteStats
+) -> None:
+    """Set one refused item aside: count it, keep its user id, log it (a bounded number of lines)."""
+    user_id = str(request["PutRequest"]["Item"].get(KEY_ATTRIBUTE, {}).get("S", ""))
+    message = str(refusal.response.get("Error", {}).get("Message", "")) or str(refusal)
+    stats.refused += 1
+    stats.refused_user_ids.append(user_id)
+    if stats.refused <= MAX_REFUSAL_LOG_LINES:
+        shown = user_id
+        if len(user_id) > LOGGED_ID_CHARS:
+            shown = f"{user_id[:LOGGED_ID_CHARS]}… ({len(user_id.encode())} bytes)"
+        log.warning(
+            "DynamoDB table '%s' refused the item of user %r, set aside and not written: %s",
+            store.table, shown, message[:300],
+        )
+    elif stats.refused == MAX_REFUSAL_LOG_LINES + 1:
+        log.warning("DynamoDB table '%s' refused more items: they are counted, no longer logged one by one", store.table)
+    if stats.refused > options.max_refused:
+        raise _BatchFailed(
+            0,
+            f"DynamoDB refused {stats.refused} items, more than max_refused={options.max_refused} "
+            f"(last: {message[:300]}); so many refusals mean the table's key or the rows as a whole are wrong, not one bad row",
+        )
+
+
 def write_items(
     rows: Iterable[Mapping[str, Any] | Any],
     store: OnlineStoreSettings,
@@ -167,8 +258,13 @@ def write_items(
     capped at ``store.max_items_per_second / writers`` — pass the number of writers that run
     at once (e.g. the partition count) so the job as a whole stays under the cap. Raises
     :class:`OnlineStoreWriteError` naming how many rows were not written when the retry
-    budget runs out; it never drops an item silently. ``client`` is for tests (a wrapper or
-    a client with event hooks); by default each call builds its own.
+    budget runs out; it never drops an item silently. An item DynamoDB refuses
+    (ValidationException) is set aside — in ``stats.refused`` and ``stats.refused_user_ids``,
+    logged, not written — and the rest of its batch is written; more than
+    ``options.max_refused`` of them raise. Any other error that is neither throttling nor
+    refusal (access denied, say) raises :class:`OnlineStoreWriteError` at once; a missing table
+    is a UserError. ``client`` is for tests (a wrapper or a client with event hooks); by
+    default each call builds its own.
     """
     options = options or WriteOptions()
     own = client is None
@@ -200,7 +296,10 @@ def write_items(
     except _BatchFailed as failed:
         unread = sum(1 for _ in remaining)  # so the count covers the whole partition
         reason = failed.reason + (f"; the {unread} rows after it were not attempted" if unread else "")
-        raise OnlineStoreWriteError(failed.unwritten + unread, stats.written, store.table, reason) from failed
+        if stats.refused:
+            reason += f"; the count includes {stats.refused} items DynamoDB refused"
+        not_written = failed.unwritten + unread + stats.refused
+        raise OnlineStoreWriteError(not_written, stats.written, store.table, reason) from failed
     finally:
         stats.seconds = round(time.monotonic() - started, 6)
         if own:
@@ -219,6 +318,9 @@ def write_partition(
         stats = df.rdd.mapPartitions(functools.partial(write_partition, store=s.online_store,
                                                         writers=df.rdd.getNumPartitions())).collect()
 
-    (``foreachPartition`` works too, but throws the stats away.)
+    (``foreachPartition`` works too, but throws the stats away.) The stats dict carries
+    ``refused_user_ids``: the users whose items DynamoDB refused, which a caller recording what
+    it wrote (the ``online_features`` snapshot) must leave out — ``WriteStats(**p)`` of every
+    partition, summed, holds them all.
     """
     yield write_items(rows, store, writers=writers, options=options).as_dict()
