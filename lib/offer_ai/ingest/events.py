@@ -278,7 +278,7 @@ def parse_lines(lines: DataFrame, ingested_at: dt.datetime, limits: ParseLimits 
         text["session_id"].alias("session_id"),
         text["event_id"].alias("event_id"),
         F.col("_event_time").alias("event_time"),
-        F.to_date("_event_time").alias("event_date"),
+        F.when(valid, F.to_date("_event_time")).alias("event_date"),  # a rejected year 0 or 10000 must not reach Python
         *[F.col(f"_v_{f}").alias(f) for f in BOOLEAN_FIELDS + AMOUNT_FIELDS + ("offer_propensity",)],
         *[text[f].alias(f) for f in TEXT_FIELDS if f != "session_id"],
         # the payload only where it is stored, the raw text only where it is needed: the parsed
