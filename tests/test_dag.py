@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,12 +49,20 @@ def test_each_run_covers_the_utc_day_that_just_ended_without_catchup(dag):
                                                                     dt.datetime(2026, 3, 15, tzinfo=utc))
 
 
-def test_tasks_run_in_pipeline_order_and_the_retrain_hangs_off_build_features(dag):
+def test_export_follows_sessionize_alone_and_the_retrain_hangs_off_build_features(dag):
     assert set(dag.task_ids) == {"sessionize", "build_features", "export_features", "weekly_retrain_gate",
                                  "train_sagemaker", "promote_model"}
-    assert dag.get_task("sessionize").downstream_task_ids == {"build_features"}
-    assert dag.get_task("build_features").downstream_task_ids == {"export_features", "weekly_retrain_gate"}
-    assert dag.get_task("export_features").downstream_task_ids == set()
+    assert dag.get_task("sessionize").upstream_task_ids == set()
+    assert dag.get_task("sessionize").downstream_task_ids == {"build_features", "export_features"}
+    # export_features needs only sessions and users: a failed build_features must not leave DynamoDB
+    # stale, so its one upstream is sessionize, and it runs when (only when) sessionize succeeded.
+    export = dag.get_task("export_features")
+    assert export.upstream_task_ids == {"sessionize"}
+    assert export.trigger_rule == "all_success"
+    assert export.downstream_task_ids == set()
+    assert dag.get_task("build_features").upstream_task_ids == {"sessionize"}
+    assert dag.get_task("build_features").downstream_task_ids == {"weekly_retrain_gate"}
+    assert dag.get_task("weekly_retrain_gate").upstream_task_ids == {"build_features"}  # trains on its export
     assert dag.get_task("weekly_retrain_gate").downstream_task_ids == {"train_sagemaker"}
     assert dag.get_task("train_sagemaker").downstream_task_ids == {"promote_model"}
     assert dag.get_task("promote_model").downstream_task_ids == set()
@@ -117,10 +126,11 @@ def test_the_retrain_gate_opens_on_the_configured_weekday_only(dag, day, weekday
     assert gate.python_callable(dag_run=run, params={"retrain_weekday": weekday, "run_date": ""}) is retrain
 
 
-def _render(dag, task_id: str, variables: dict[str, str] | None = None) -> str:
+def _render(dag, task_id: str, variables: dict[str, str] | None = None, **overrides: str) -> str:
     task = dag.get_task(task_id)
     params = {k: v.value if hasattr(v, "value") else v for k, v in dag.params.items()}
     params["spark_submit_options"] = "--master yarn"
+    params.update(overrides)  # as a trigger's conf would set them (not validated here: the quoting alone)
 
     class _Var:
         def get(self, key, default=None):
@@ -131,10 +141,11 @@ def _render(dag, task_id: str, variables: dict[str, str] | None = None) -> str:
     return task.render_template(task.bash_command, context, jinja_env=dag.get_template_env())
 
 
-def test_rendered_commands_carry_the_run_date_and_the_config(dag):
+def test_rendered_commands_ingest_every_new_file_and_carry_the_run_day_and_the_config(dag):
     sessionize = _render(dag, "sessionize")
     assert sessionize == (
-        f"cd {REPO} && ./spark-submit.sh --master yarn jobs/sessionize.py --config conf/local.yaml --run-date 2026-03-14"
+        f"cd {REPO} && ./spark-submit.sh --master yarn jobs/sessionize.py --config conf/local.yaml"
+        " --trigger available-now"
     )
     assert "jobs/build_features.py --config conf/local.yaml --run-id 20260314" in _render(dag, "build_features")
     assert "jobs/export_features.py --config conf/local.yaml" in _render(dag, "export_features")
@@ -147,7 +158,95 @@ def test_rendered_commands_carry_the_run_date_and_the_config(dag):
     )
 
 
+def test_the_run_date_param_is_an_explicit_backfill_of_that_day(dag):
+    sessionize = _render(dag, "sessionize", run_date="2026-02-01")
+    assert sessionize.endswith("jobs/sessionize.py --config conf/local.yaml --run-date 2026-02-01")
+    assert "--trigger" not in sessionize
+    assert _render(dag, "build_features", run_date="2026-02-01").endswith("--run-id 20260201")
+
+
 def test_airflow_variables_override_the_params(dag):
     rendered = _render(dag, "sessionize", {"offer_ai_home": "/opt/offer-ai", "offer_ai_config": "conf/prod.yaml"})
     assert rendered.startswith("cd /opt/offer-ai && ./spark-submit.sh")
-    assert "--config conf/prod.yaml --run-date 2026-03-14" in rendered
+    assert "--config conf/prod.yaml --trigger available-now" in rendered
+
+
+INJECTIONS = ("x; touch /tmp/pwned", "$(touch /tmp/pwned)", "`touch /tmp/pwned`", "a && touch /tmp/pwned",
+              "a | touch /tmp/pwned", "a\ntouch /tmp/pwned")
+
+
+def _param(dag, name: str, value: str):
+    """Resolve `value` against the DAG's schema for `name`, as Airflow does when a run is created
+    (DAG.create_dagrun validates the trigger's conf merged into the params and refuses the run)."""
+    from airflow.sdk import Param
+
+    spec = dag.params.get_param(name)
+    return Param(value, **{k: v for k, v in spec.schema.items() if k != "default"}).resolve()
+
+
+@pytest.mark.parametrize(("name", "good"), [
+    ("offer_ai_home", [str(REPO), "/opt/offer-ai", "/srv/offer ai/checkout-2"]),
+    ("config", ["conf/local.yaml", "/etc/offer-ai/prod.yml", "conf/prod.yaml"]),
+    ("python", [".venv/bin/python", "/usr/bin/python3", "/opt/py/bin/python3.11", "python3"]),
+    ("spark_submit_options", ["", "--master yarn --deploy-mode client", "--master 'local[4]' --driver-memory 4g",
+                              "--packages io.delta:delta-storage-s3-dynamodb:4.4.0",
+                              "--conf spark.executor.memory=4g --conf spark.dynamicAllocation.enabled=true"]),
+])
+def test_params_rendered_into_bash_accept_their_shape_and_refuse_shell_syntax(dag, name, good):
+    for value in good:
+        assert _param(dag, name, value) == value
+    for value in INJECTIONS:
+        with pytest.raises(Exception, match="does not match"):
+            _param(dag, name, value)
+    if name == "python":  # the param picks an interpreter, not any program
+        for value in ("/usr/bin/rm", "/bin/sh", ".venv/bin/python -c"):
+            with pytest.raises(Exception, match="does not match"):
+                _param(dag, name, value)
+
+
+@pytest.mark.parametrize("options", [
+    "--master local; touch /tmp/pwned",  # a second word after --master's value
+    "touch /tmp/pwned",
+    "--master",  # no value
+    "--master=yarn",  # spark-submit.sh reads options as separate words
+    "--jars http://example.com/x.jar",  # ships code: not an accepted option
+    "--py-files /tmp/x.zip",
+    "--conf spark.driver.extraJavaOptions=-javaagent:/tmp/x.jar",  # a setting that loads code
+    "--conf spark.executorEnv.LD_PRELOAD=/tmp/x.so",
+    "--packages 'a:b:1 --repositories http://example.com'",
+    "--master 'yarn",  # a quote left open
+])
+def test_spark_submit_options_that_are_not_accepted_options_refuse_to_render(dag, options):
+    # Even past the Param schema (a run created before it, or a Variable-free render): the task fails
+    # while rendering, before bash starts.
+    with pytest.raises(ValueError, match="spark_submit_options"):
+        _render(dag, "sessionize", spark_submit_options=options)
+
+
+def test_a_param_carrying_a_shell_command_reaches_the_job_as_one_word_and_runs_nothing(dag, tmp_path):
+    """The rendered commands, run by bash: a stand-in spark-submit.sh records its arguments; the
+    injected `touch` commands must not run, and each value must arrive whole, as one argument."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "spark-submit.sh").write_text('#!/bin/sh\nprintf \'%s\\n\' "$@" > "$(dirname "$0")/args"\n')
+    (home / "spark-submit.sh").chmod(0o755)
+    pwned = tmp_path / "pwned"
+    config = f"x.yaml; touch {pwned}-config"
+    name = f"a $(touch {pwned}-name) `touch {pwned}-tick`"
+    rendered = _render(dag, "sessionize", offer_ai_home=str(home), config=config,
+                       spark_submit_options=f"--name '{name}' --conf 'spark.executor.memory=4g && touch {pwned}-conf'")
+    done = subprocess.run(["bash", "-c", rendered], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert (home / "args").read_text().splitlines() == [
+        "--name", name, "--conf", f"spark.executor.memory=4g && touch {pwned}-conf",
+        "jobs/sessionize.py", "--config", config, "--trigger", "available-now",
+    ]
+    # The same through the python param and the Airflow Variables (set by an admin, quoted all the same).
+    python = f"./py; touch {pwned}-python"
+    rendered = _render(dag, "train_sagemaker", {"offer_ai_home": f"{home}; touch {pwned}-home"}, python=python)
+    done = subprocess.run(["bash", "-c", rendered], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "No such file or directory" in done.stderr  # cd to a folder with that name
+    rendered = _render(dag, "train_sagemaker", offer_ai_home=str(home), python=python)
+    done = subprocess.run(["bash", "-c", rendered], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 127  # no program named "./py; touch ...": nothing ran
+    assert list(tmp_path.glob("pwned*")) == []

@@ -4,15 +4,18 @@ Airflow's own CLI runs the DAG in a subprocess (its own AIRFLOW_HOME and SQLite 
 database), so every task is the bash command a worker would run: three ./spark-submit.sh jobs
 and the SageMaker launch with the venv's python, against a temp lake and the moto server
 (DynamoDB, S3 and SageMaker on one port). Expected values come from the raw files themselves
-(line counts, distinct users), not from the jobs.
+(line counts, distinct users, file names), not from the jobs.
 
-Days 1-8 are loaded before the run (the lake a nightly run finds). The run at 00:00 on the
-10th (logical date 2026-01-10: Airflow infers the interval of the 9th, as the scheduler would
-give it) processes day 9, a Friday; with retrain_weekday=friday it must load day 9, export its
-training rows under run id 20260109, write every user's features to DynamoDB and start one
-training job on that export. The next run (the 10th, a Saturday), with the Spark tasks marked
-successful without running (to keep CI short), checks that the gate skips the retrain and
-nothing else.
+The lake a run finds: days 1-6 were ingested by the last run before the scheduler was paused
+(sessionize --trigger available-now, so the stream's checkpoint holds them), then, while no run
+happened, days 7, 8 and 9 landed, and so did a late file in day 3's folder. The first run
+after the pause, at 00:00 on the 10th (logical date 2026-01-10: Airflow infers the interval of
+the 9th, as the scheduler would give it; catchup is off, so it is the only run), must ingest
+every line of every one of those files — the missed nights are not skipped — export the
+training rows under run id 20260109, write every user's features to DynamoDB and, with
+retrain_weekday=friday (the 9th is a Friday), start one training job on that export. The next
+run (the 10th, a Saturday), with the Spark tasks marked successful without running (to keep CI
+short), checks that the gate skips the retrain and nothing else.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from job_runner import load_job, run_in_process  # tests/ is on sys.path
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "offer_ai_nightly"
 USERS, DAYS = 40, 9
+MISSED = ("2026-01-07", "2026-01-08", "2026-01-09")  # landed while the scheduler was paused
+LATE = "date=2026-01-03/part-late.jsonl"  # landed late, in an old day's folder, during the pause
+LATE_LINES = 25
 
 
 def _airflow(env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -48,6 +54,11 @@ def _raw_lines(raw: Path, dates: list[str]) -> list[dict]:
     return [json.loads(line) for d in dates for f in sorted((raw / f"date={d}").glob("part-*")) for line in f.open()]
 
 
+def _lines_per_file(raw: Path) -> dict[str, int]:
+    """{"date=D/part-....jsonl": lines} for every raw file under `raw`."""
+    return {f"{f.parent.name}/{f.name}": sum(1 for _ in f.open()) for f in sorted(raw.glob("date=*/part-*"))}
+
+
 @pytest.fixture(scope="module")
 def world(dynamodb_endpoint, tmp_path_factory, spark):
     """Raw events for 9 days, days 1-8 sessionized, a config for the DAG, an Airflow home with its database."""
@@ -59,6 +70,17 @@ def world(dynamodb_endpoint, tmp_path_factory, spark):
                                   "--days", str(DAYS), "--seed", "3", "--start-date", "2026-01-01")
     assert code == 0, err
     dates = [f"2026-01-0{d}" for d in range(1, DAYS + 1)]
+    # Hold back what lands during the pause: the missed days' folders, and the last lines of day 3
+    # as a file of their own.
+    held = root / "held"
+    for day in MISSED:
+        (held / f"date={day}").parent.mkdir(parents=True, exist_ok=True)
+        (raw / f"date={day}").rename(held / f"date={day}")
+    (day3,) = (raw / "date=2026-01-03").glob("part-*")
+    lines = day3.read_text().splitlines(keepends=True)
+    day3.write_text("".join(lines[:-LATE_LINES]))
+    (held / LATE).parent.mkdir(parents=True)
+    (held / LATE).write_text("".join(lines[-LATE_LINES:]))
 
     bucket, table = f"dag-run-{uuid.uuid4().hex[:8]}", f"dag_run_{uuid.uuid4().hex[:8]}"
     boto3.Session(region_name="us-east-1").client("s3", endpoint_url=dynamodb_endpoint).create_bucket(Bucket=bucket)
@@ -71,8 +93,15 @@ def world(dynamodb_endpoint, tmp_path_factory, spark):
         f" hyperparameters: {{num_round: 20}}}}\n"
         f"offers_file: {REPO / 'conf' / 'offers.yaml'}\nfeatures_file: {REPO / 'conf' / 'features.yaml'}\n"
     )
-    code, _, err = run_in_process(load_job("sessionize"), "--config", str(config), "--input", str(raw / "date=2026-01-0[1-8]"))
+    # The last run before the pause: the nightly command's sessionize, which records in the stream's
+    # checkpoint every file it ingested.
+    code, _, err = run_in_process(load_job("sessionize"), "--config", str(config), "--trigger", "available-now")
     assert code == 0, err
+    before_pause = _lines_per_file(raw)
+    for folder in held.iterdir():  # the pause: files land, no run happens
+        for f in folder.iterdir():
+            (raw / folder.name).mkdir(exist_ok=True)
+            f.rename(raw / folder.name / f.name)
 
     home = root / "airflow-home"
     home.mkdir()
@@ -85,7 +114,7 @@ def world(dynamodb_endpoint, tmp_path_factory, spark):
     _airflow(env, "db", "migrate")
     events_before = spark.read.format("delta").load(str(lake / "events")).count()
     return {"raw": raw, "lake": lake, "dates": dates, "config": config, "env": env, "bucket": bucket, "table": table,
-            "endpoint": dynamodb_endpoint, "events_before": events_before}
+            "endpoint": dynamodb_endpoint, "events_before": events_before, "before_pause": before_pause}
 
 
 def _run(world, day: str, weekday: str, *extra: str) -> dict[str, str]:
@@ -111,11 +140,20 @@ def test_the_nightly_run_loads_the_day_exports_features_and_starts_the_retrain(w
 
     assert retrain_day == {"sessionize": "success", "build_features": "success", "export_features": "success",
                            "weekly_retrain_gate": "success", "train_sagemaker": "success", "promote_model": "success"}
-    # sessionize --run-date 2026-01-09 loaded that day's file: the lake now holds every raw line (a clean
-    # generator run: no duplicates, no malformed lines), and held only days 1-8 before.
+    # One run after the pause: sessionize --trigger available-now ingested every line of every file that
+    # landed meanwhile — days 7, 8 and 9 and the late file in day 3's folder — and nothing twice (a clean
+    # generator run: no duplicates, no malformed lines), with no Airflow catchup run for the 7th or the 8th.
+    from pyspark.sql import functions as F
+
     lines = _raw_lines(world["raw"], world["dates"])
-    assert world["events_before"] == len(_raw_lines(world["raw"], world["dates"][:-1]))
-    assert spark.read.format("delta").load(str(world["lake"] / "events")).count() == len(lines)
+    per_file = _lines_per_file(world["raw"])
+    missed = {name: n for name, n in per_file.items() if name not in world["before_pause"]}
+    assert set(missed) == {LATE} | {f"date={d}/part-00000.jsonl" for d in MISSED} and missed[LATE] == LATE_LINES
+    assert world["events_before"] == sum(world["before_pause"].values()) == len(lines) - sum(missed.values())
+    events = spark.read.format("delta").load(str(world["lake"] / "events"))
+    assert events.count() == len(lines)
+    stored = events.groupBy(F.regexp_extract("source_file", r"(date=[^/]+/[^/]+)$", 1).alias("file")).count()
+    assert {r["file"]: r["count"] for r in stored.collect()} == per_file  # each file whole, under its own name
     # build_features --run-id 20260109 wrote a complete export under that id.
     manifest = json.loads((world["lake"] / "exports" / "training" / "20260109" / "manifest.json").read_text())
     assert manifest["run_id"] == "20260109" and manifest["rows"]["train"] > 0
