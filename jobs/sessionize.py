@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
-from offer_ai.cli import JobFailed, job_parser, log, run_job, step
+from offer_ai.cli import job_parser, log, run_job, step
 from offer_ai.config import Settings
 from offer_ai.errors import UserError
-from offer_ai.run_lock import run_lock
+from offer_ai.features.window_spec import load_window_spec
 from offer_ai.ingest import sessionize as ingest
 from offer_ai.ingest.feature_spec import load_feature_spec
 from offer_ai.ingest.raw_files import list_input_files
+from offer_ai.ingest.stream import parse_trigger, run_stream
+from offer_ai.online.refresh import refresh_online
+from offer_ai.run_lock import LakeBusy, run_lock
 from offer_ai.spark import build_spark
 
 
@@ -27,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--input", action="append", metavar="PATH",
                         help="JSON-lines file, folder or glob (.jsonl/.json, optionally .gz); repeatable (default: raw.root)")
     source.add_argument("--run-date", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
-                        help="read only <raw.root>/date=YYYY-MM-DD/ (the nightly run)")
+                        help="read only <raw.root>/date=YYYY-MM-DD/ (an explicit backfill of one day)")
+    source.add_argument("--trigger", type=parse_trigger, metavar="TRIGGER",
+                        help="read raw.root as a stream of files, each exactly once (checkpoint under the lake): "
+                             "'available-now' processes every file not processed yet, then stops (the nightly run); "
+                             "'processing-time=<interval>' (e.g. processing-time=30s) runs until stopped")
     parser.add_argument("--max-bad-ratio", type=float, metavar="R",
                         help="above this quarantined/read ratio the quarantine is written, the valid lines are held "
                              "back and the job exits 1 (default: sessionize.max_bad_ratio)")
@@ -51,44 +59,35 @@ def main(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
 
 def _ingest(args: argparse.Namespace, settings: Settings, spark: Any, spec: Any, inputs: list[str],
             tables: ingest.Tables, max_bad: float) -> dict[str, Any]:
-    split, gap = settings.sessionize.split, settings.sessionize.gap_minutes
     state = ingest.ingest_state(spark, tables)  # events stored after state.mark still need sessionizing
     if state.spec_checked != spec.check_key:
         with step("check_spec"):
             spec.check(spark)  # a bad features.yaml entry fails here, before any data is read
+    if args.trigger:
+        on_batch = _online_refresh(spark, settings) if settings.sessionize.online_refresh else None
+        return {"trigger": args.trigger, **run_stream(spark, settings, spec, tables, max_bad, args.trigger, on_batch)}
     with step("list_files"):
         files = list_input_files(spark, inputs)
-    mark = state.mark
-    ingested_at = ingest.ingest_time(mark)
-    log.info("sessionize: %d file(s) from %s into %s (split=%s)", len(files), ", ".join(inputs), settings.lake.root, split)
+    log.info("sessionize: %d file(s) from %s into %s", len(files), ", ".join(inputs), settings.lake.root)
+    return {"inputs": inputs, **ingest.ingest_files(spark, settings, spec, tables, files, max_bad, state.mark)}
 
-    with step("parse"):
-        batch, counts, unreadable = ingest.read_batch(spark, files, ingested_at, ingest.parse_limits(settings.sessionize))
-    summary: dict[str, Any] = {
-        "inputs": inputs, "files": len(files), "lake": settings.lake.root, "ingested_at": ingested_at.isoformat(),
-        "split": split, "spec_version": spec.version, "max_bad_ratio": max_bad,
-        "files_unreadable": len(unreadable), "unreadable_files": [u.path for u in unreadable],
-    }
-    with step("quarantine"):
-        summary["quarantine_rows_added"] = ingest.store_quarantine(
-            spark, tables.quarantine, batch, counts, unreadable, ingested_at)
-    if counts.bad_ratio > max_bad:  # the quarantine is written; the rest of the batch is held back
-        batch.unpersist()
-        raise JobFailed(
-            f"{counts.quarantined} of {counts.lines_read} lines ({counts.bad_ratio:.2%}) were quarantined, "
-            f"above the maximum bad ratio {max_bad:.2%}: the quarantine was written to {tables.quarantine}, "
-            f"and the {counts.valid} valid lines were held back (events, sessions and users are unchanged).",
-            {**summary, **counts.reconciliation(None)},
-        )
-    with step("events"):
-        added = ingest.store_events(spark, tables.events, batch, counts)
-    summary.update(counts.reconciliation(added))
-    batch.unpersist()
-    log.info("sessionize: %(lines_read)d lines, %(events_accepted)d new events, %(duplicates)d duplicates, "
-             "%(quarantined)d quarantined", summary)
-    with step("sessions_users"):
-        summary.update(ingest.update_sessions_and_users(spark, tables, spec, split, gap, mark, ingested_at, added > 0))
-    return summary
+
+def _online_refresh(spark: Any, settings: Settings) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """After each micro-batch: the items of the players whose events arrived since the last refresh.
+    Skipped while export_features holds the online lock: the next micro-batch covers them."""
+    spec = load_window_spec(load_feature_spec(settings.features_path))
+
+    def refresh(_: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with run_lock(spark, settings.lake.root, "online", "sessionize (stream)"), step("online_refresh"):
+                result = refresh_online(spark, settings, spec, touched_only=True)
+        except LakeBusy as busy:
+            log.warning("sessionize: online refresh skipped for this micro-batch: %s", busy)
+            return {"online_skipped": 1}
+        return {"items_changed": result["items_changed"], "items_written": result["items_written"],
+                "online_scope": result["scope"], "online_as_of": result["as_of"]}
+
+    return refresh
 
 
 if __name__ == "__main__":

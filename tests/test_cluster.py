@@ -55,7 +55,7 @@ TABLES = ("events", "events_quarantine", "sessions", "users", "training_examples
 #: quarantined line's key hashes its file's URI; the quarantine's source_file is compared
 #: relative to the raw root, so a path lost or mangled on s3a:// still shows.
 LINEAGE = {"events": ("ingested_at", "source_file"), "events_quarantine": ("ingested_at", "quarantine_key"),
-           "online_features": ("written_at",)}
+           "online_features": ("written_at", "expires_at")}
 #: Summary fields that name a place, a moment or how the work was split rather than a result.
 VOLATILE = {"seconds", "steps", "inputs", "lake", "ingested_at", "training_examples", "export", "export_files",
             "online_features", "table", "table_state", "items_per_second", "requests", "max_request_items"}

@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "offer_ai"
 #: The stages in pipeline order; the shared base (modules directly under offer_ai/) comes first.
 STAGES = ("ingest", "features", "model", "online", "sim")
-BASE = {"config", "cli", "spark", "lake", "errors", "run_lock"}
+BASE = {"config", "cli", "spark", "lake", "errors", "run_lock", "faults"}
 #: Old module paths kept for entry points that name them (python -m, staged SageMaker jobs).
 SHIMS = {"local_dynamodb": "online", "sagemaker_entry": "model"}
 

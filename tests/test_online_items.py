@@ -9,7 +9,14 @@ from decimal import Decimal
 import pytest
 from online_store_support import AS_OF, NOW, row
 
-from offer_ai.online.items import DEFAULT_FEATURES, InvalidFeatureValue, decode_item, default_features, encode_item
+from offer_ai.online.items import (
+    DEFAULT_FEATURES,
+    InvalidFeatureValue,
+    decode_item,
+    default_features,
+    encode_item,
+    for_session,
+)
 
 
 def test_encode_item_uses_decimal_repr_iso_as_of_and_ttl_from_write_time():
@@ -111,3 +118,28 @@ def test_default_features_are_the_documented_no_history_values():
     }
     with pytest.raises(TypeError):
         DEFAULT_FEATURES["country"] = "DE"  # type: ignore[index]
+
+
+def test_the_in_session_struct_becomes_a_map_that_keeps_its_nulls_and_reads_back():
+    start = dt.datetime(2026, 1, 28, 11, 30, tzinfo=dt.timezone.utc)
+    ongoing = {"session_id": "s9", "session_start": start, "last_session_games_played": 3,
+               "last_session_win_ratio": None, "prev_week_purchase_amount": 0.1}
+    item = encode_item(row("u1", in_session=ongoing), ttl_days=30, now=NOW)
+    assert item["in_session"] == {"session_id": "s9", "session_start": "2026-01-28T11:30:00.000000Z",
+                                  "last_session_games_played": Decimal(3), "last_session_win_ratio": None,
+                                  "prev_week_purchase_amount": Decimal("0.1")}
+    assert decode_item(item)["in_session"] == ongoing
+
+
+def test_for_session_takes_the_in_session_values_only_for_the_latest_session():
+    features = {"user_id": "u", "as_of": AS_OF, "country": "DE", "last_session_games_played": 7,
+                "last_session_win_ratio": 0.5, "prev_week_purchase_amount": 9.99,
+                "in_session": {"session_id": "s9", "session_start": AS_OF, "last_session_games_played": 2,
+                               "last_session_win_ratio": None, "prev_week_purchase_amount": 0.0}}
+    new_session = {k: v for k, v in features.items() if k != "in_session"}
+    assert for_session(features, None) == new_session  # a new session: the latest one is the last
+    assert for_session(features, "s10") == new_session
+    assert for_session(features, "s9") == {**new_session, "last_session_games_played": 2,
+                                           "last_session_win_ratio": None, "prev_week_purchase_amount": 0.0}
+    older = {k: v for k, v in features.items() if k != "in_session"}  # an item written before the map existed
+    assert for_session(older, "s9") == older

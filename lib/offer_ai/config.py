@@ -97,6 +97,13 @@ class SessionizeSettings(_Section):
     max_id_length: int = Field(256, ge=1, le=512)
     #: characters of any other text field.
     max_text_length: int = Field(1024, ge=1, le=100_000)
+    #: --trigger: where the stream records which raw files it processed (default <lake>/_checkpoints/sessionize).
+    checkpoint: str | None = None
+    #: --trigger: at most this many new files per micro-batch (default: all that are there).
+    max_files_per_trigger: int | None = Field(None, ge=1)
+    #: --trigger: after each micro-batch, refresh the online items (DynamoDB and online_features)
+    #: of the players whose events it stored.
+    online_refresh: bool = True
 
 
 class GeneratorSettings(_Section):

@@ -173,6 +173,52 @@ def features_as_of(
     return rows.select(*spec.online_columns)
 
 
+#: The online row's struct of the values for a decision inside the player's latest session.
+IN_SESSION = "in_session"
+
+
+def online_features(
+    sessions: DataFrame, events: DataFrame, spec: WindowSpec, as_of: dt.datetime, users: DataFrame | None = None
+) -> DataFrame:
+    """What a player's online item holds (DESIGN §6): for a decision at `as_of` in a new session,
+    `features_as_of` (last session = the latest that started before as_of); and, in the struct
+    `in_session`, for a decision inside that latest session, which is still under way: its
+    `session_id`, `session_start` and every window feature as a training row anchored at that
+    session computes it (windows end at its start, so its own events never count as its "last
+    session"). Identity is as of as_of for both: a decision is made now.
+
+    Only players with a session that started before as_of; `users` (a DataFrame of user_id)
+    restricts them further (a micro-batch refreshes the players it touched). Both points of a
+    player go through one `_windows` pass (one shuffle per source).
+    """
+    at = _utc(as_of)
+    if users is not None:
+        sessions = sessions.join(users, "user_id", "left_semi")
+        events = events.join(users, "user_id", "left_semi")
+    started = sessions.where(F.col("session_start") < F.lit(at))
+    latest = started.groupBy("user_id").agg(
+        F.max(F.struct("session_start", "session_id")).alias("_latest")
+    ).select("user_id", F.col("_latest.session_start").alias("session_start"),
+             F.col("_latest.session_id").alias("session_id"))
+    now_points = latest.select("user_id", F.lit(at).alias("as_of"), F.lit(None).cast("string").alias("_in"))
+    in_points = latest.select("user_id", F.col("session_start").alias("as_of"), F.col("session_id").alias("_in"))
+    points = now_points.unionByName(in_points)
+    bound = latest.agg(F.min(F.unix_micros("session_start")).alias("t")).first()
+    if bound is not None and bound["t"] is not None:  # nothing older than the earliest point can be seen
+        earliest = from_micros(bound["t"])
+        window_sessions, window_events = recent_sources(sessions, events, spec, Recompute(earliest, earliest, earliest))
+    else:
+        window_sessions, window_events = sessions, events
+    rows = _windows(points, window_sessions, window_events, spec, window_at="as_of", label_at=None)
+    names = list(spec.window_feature_columns)
+    now_rows = _identity(rows.where(F.col("_in").isNull()).drop("_in"), events, spec, at="as_of")
+    in_rows = rows.where(F.col("_in").isNotNull()).select(
+        "user_id",
+        F.struct(F.col("_in").alias("session_id"), F.col("as_of").alias("session_start"), *names).alias(IN_SESSION),
+    )
+    return now_rows.join(in_rows, "user_id").select(*spec.online_columns, IN_SESSION)
+
+
 def latest_event_time(events: DataFrame) -> dt.datetime | None:
     """The latest event time ingested (None when there is none): labels end no later than it."""
     # max() of the column itself, so that Delta can answer it from file statistics

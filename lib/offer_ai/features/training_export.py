@@ -30,7 +30,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, DataType, NumericType, StringType
 
-from offer_ai import lake
+from offer_ai import faults, lake
 from offer_ai.errors import UserError
 from offer_ai.features.export_reader import MANIFEST, RUN_ID, RUN_ID_RULE
 from offer_ai.features.training import from_micros
@@ -180,6 +180,7 @@ def _export(
         files[split] = {"csv": f"{base}/{split}/csv", "parquet": f"{base}/{split}/parquet"}
         out.select(*columns).write.mode("overwrite").option("header", "false").option("nullValue", "").csv(files[split]["csv"])
         out.write.mode("overwrite").parquet(files[split]["parquet"])
+        faults.point(f"build_features.export_{split}_written")  # a folder without its manifest
     manifest = {
         "format": "offer-ai training export",
         "format_version": 1,

@@ -21,9 +21,9 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from offer_ai import lake
-from offer_ai.cli import log
-from offer_ai.config import SessionizeSettings
+from offer_ai import faults, lake
+from offer_ai.cli import JobFailed, log, step
+from offer_ai.config import SessionizeSettings, Settings
 from offer_ai.errors import UserError
 from offer_ai.ingest.events import (
     EVENTS_SCHEMA,
@@ -281,6 +281,45 @@ def store_events(spark: SparkSession, path: str, parsed: DataFrame, counts: Batc
         return inserted
     counts.distinct_valid = events.count()
     return lake.append_unseen(spark, path, events, ["event_date", "event_key"], F.col("event_date").isin(counts.dates))
+
+
+def ingest_files(
+    spark: SparkSession, settings: Settings, spec: FeatureSpec, tables: Tables, files: list[str], max_bad: float,
+    mark: dt.datetime | None,
+) -> dict[str, Any]:
+    """What one sessionize run does with a list of raw files, for the batch job and for each
+    micro-batch of the stream alike: parse and count, quarantine, events, then the sessions and
+    users the new events touch. Returns the run's summary; above `max_bad` the quarantine is
+    written and JobFailed raised with the counts (events, sessions and users unchanged)."""
+    split, gap = settings.sessionize.split, settings.sessionize.gap_minutes
+    ingested_at = ingest_time(mark)
+    with step("parse"):
+        batch, counts, unreadable = read_batch(spark, files, ingested_at, parse_limits(settings.sessionize))
+    summary: dict[str, Any] = {
+        "files": len(files), "lake": settings.lake.root, "ingested_at": ingested_at.isoformat(),
+        "split": split, "spec_version": spec.version, "max_bad_ratio": max_bad,
+        "files_unreadable": len(unreadable), "unreadable_files": [u.path for u in unreadable],
+    }
+    with step("quarantine"):
+        summary["quarantine_rows_added"] = store_quarantine(spark, tables.quarantine, batch, counts, unreadable, ingested_at)
+    if counts.bad_ratio > max_bad:  # the quarantine is written; the rest of the batch is held back
+        batch.unpersist()
+        raise JobFailed(
+            f"{counts.quarantined} of {counts.lines_read} lines ({counts.bad_ratio:.2%}) were quarantined, "
+            f"above the maximum bad ratio {max_bad:.2%}: the quarantine was written to {tables.quarantine}, "
+            f"and the {counts.valid} valid lines were held back (events, sessions and users are unchanged).",
+            {**summary, **counts.reconciliation(None)},
+        )
+    with step("events"):
+        added = store_events(spark, tables.events, batch, counts)
+    faults.point("sessionize.after_events")  # events stored, sessions not yet: the next run completes them
+    summary.update(counts.reconciliation(added))
+    batch.unpersist()
+    log.info("sessionize: %(lines_read)d lines, %(events_accepted)d new events, %(duplicates)d duplicates, "
+             "%(quarantined)d quarantined", summary)
+    with step("sessions_users"):
+        summary.update(update_sessions_and_users(spark, tables, spec, split, gap, mark, ingested_at, added > 0))
+    return summary
 
 
 def update_sessions_and_users(

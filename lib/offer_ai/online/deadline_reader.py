@@ -80,24 +80,25 @@ class DeadlineReader:
         self.pool = ThreadPoolExecutor(max_workers=serving.store_threads, thread_name_prefix="offer-ai-store")
         self.breaker = Breaker(serving.store_breaker_failures, serving.store_breaker_cooldown_s)
 
-    def _get(self, user_id: str, deadline: float) -> dict[str, Any]:
+    def _get(self, user_id: str, session_id: str | None, deadline: float) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise _TooLate
-        return self.reader.get(user_id)
+        return self.reader.get(user_id, session_id)
 
-    async def read(self, user_id: str, probe: bool = False) -> FeatureRead:
-        """The player's features, or the defaults with the reason, within the budget (``probe``: past the breaker)."""
+    async def read(self, user_id: str, session_id: str | None = None, probe: bool = False) -> FeatureRead:
+        """The player's features for a decision in `session_id`, or the defaults with the reason,
+        within the budget (``probe``: past the breaker)."""
         started = time.monotonic()
         if not probe and not self.breaker.allows(started):
             return FeatureRead(default_features(user_id), "circuit_open", 0.0)
-        read = await self._read(user_id, started)
+        read = await self._read(user_id, session_id, started)
         if not probe:
             self.breaker.record(read.status in ("hit", "miss"), time.monotonic())
         return read
 
-    async def _read(self, user_id: str, started: float) -> FeatureRead:
+    async def _read(self, user_id: str, session_id: str | None, started: float) -> FeatureRead:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.pool, self._get, user_id, started + self.budget_s)
+        future = loop.run_in_executor(self.pool, self._get, user_id, session_id, started + self.budget_s)
         try:
             features = await asyncio.wait_for(future, self.budget_s)
         except (asyncio.TimeoutError, _TooLate):

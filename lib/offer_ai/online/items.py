@@ -21,7 +21,11 @@ Value rules (the same on every path):
 - every item gets ``expires_at`` (epoch seconds, write time + ``online_store.ttl_days``), the
   table's TTL attribute, so users the export stops refreshing eventually disappear; the
   reader treats an item past ``expires_at`` as absent, since DynamoDB deletes expired items
-  only lazily (up to days later).
+  only lazily (up to days later);
+- ``in_session`` (a map) holds what a decision inside the player's latest session uses: that
+  session's ``session_id`` and ``session_start`` and the window features anchored at its start
+  (nulls kept, as NULL, so that every one of them is replaced). :func:`for_session` picks the
+  values for the session a request names (DESIGN §6 parity).
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ from boto3.dynamodb.types import DYNAMODB_CONTEXT
 
 KEY_ATTRIBUTE = "user_id"
 TTL_ATTRIBUTE = "expires_at"
+#: The map of values for a decision inside the latest session (features.training.IN_SESSION).
+IN_SESSION_ATTRIBUTE = "in_session"
+_SESSION_KEYS = ("session_id", "session_start")
 FEATURE_ATTRIBUTES: tuple[str, ...] = (
     "country",
     "facebook_connected",
@@ -112,6 +119,8 @@ def _encode_value(name: str, value: Any, user_id: str) -> Any:
         number = value
     elif isinstance(value, dt.datetime):
         return _to_utc(value).strftime(_AS_OF_FORMAT)
+    elif isinstance(value, Mapping) or hasattr(value, "asDict"):  # a struct: a map with its nulls kept
+        return {k: _encode_value(k, v, user_id) for k, v in _as_mapping(value).items()}
     else:
         raise InvalidFeatureValue(f"user {user_id!r}: {name} has unsupported type {type(value).__name__}.")
     try:  # DynamoDB numbers: 38 significant digits and a bounded exponent
@@ -164,8 +173,10 @@ def _decode_value(name: str, value: Any) -> Any:
         if name in FLOAT_ATTRIBUTES or not integral:
             return float(value)
         return int(value)
-    if name == "as_of" and isinstance(value, str):
+    if name in ("as_of", "session_start") and isinstance(value, str):
         return _to_utc(dt.datetime.fromisoformat(value))
+    if isinstance(value, Mapping):
+        return {k: _decode_value(k, v) for k, v in value.items()}
     return value
 
 
@@ -180,6 +191,21 @@ def decode_item(item: Mapping[str, Any]) -> dict[str, Any]:
         if name != TTL_ATTRIBUTE:
             features[name] = _decode_value(name, value)
     return features
+
+
+def for_session(features: Mapping[str, Any], session_id: str | None) -> dict[str, Any]:
+    """The values a decision in `session_id` uses (DESIGN §6 parity), without the in-session map.
+
+    The item's top-level values are those of a decision in a new session: the player's latest
+    session is their last one. When the request names that latest session (the player is still
+    in it), its own events must not count as "last session": the window features anchored at its
+    start replace them. Identity stays as of the item's as_of either way.
+    """
+    values = dict(features)
+    ongoing = values.pop(IN_SESSION_ATTRIBUTE, None)
+    if session_id is not None and isinstance(ongoing, Mapping) and ongoing.get("session_id") == session_id:
+        values.update({k: v for k, v in ongoing.items() if k not in _SESSION_KEYS})
+    return values
 
 
 def default_features(user_id: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from offer_ai.config import OnlineStoreSettings
 from offer_ai.errors import UserError
 from offer_ai.online.client import RETRYABLE_CODES, call, error_code, make_client, missing_table
-from offer_ai.online.items import KEY_ATTRIBUTE, TTL_ATTRIBUTE, decode_item, default_features
+from offer_ai.online.items import KEY_ATTRIBUTE, TTL_ATTRIBUTE, decode_item, default_features, for_session
 from offer_ai.online.pacing import backoff_delay
 
 MAX_BATCH_GET = 100
@@ -77,13 +77,13 @@ class OnlineFeatureReader:
         expires_at = raw.get(TTL_ATTRIBUTE, {}).get("N")
         return expires_at is not None and Decimal(expires_at) <= Decimal(str(self.clock()))
 
-    def _features(self, user_id: str, raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _features(self, user_id: str, raw: Mapping[str, Any] | None, session_id: str | None) -> dict[str, Any]:
         if raw is None or self._expired(raw):
             return default_features(user_id)
-        return decode_item({name: self._deserialize(value) for name, value in raw.items()})
+        return for_session(decode_item({name: self._deserialize(value) for name, value in raw.items()}), session_id)
 
-    def get(self, user_id: str) -> dict[str, Any]:
-        """GetItem for one user."""
+    def get(self, user_id: str, session_id: str | None = None) -> dict[str, Any]:
+        """GetItem for one user, with the values for a decision in `session_id` (None: a new session)."""
         try:
             response = call(
                 self.store,
@@ -96,12 +96,13 @@ class OnlineFeatureReader:
             if error_code(exc) == "ResourceNotFoundException":
                 raise missing_table(self.store) from None
             raise
-        return self._features(user_id, response.get("Item"))
+        return self._features(user_id, response.get("Item"), session_id)
 
-    def get_many(self, user_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, user_ids: Iterable[str], session_ids: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
         """BatchGetItem in requests of <= 100 distinct keys; UnprocessedKeys re-sent with backoff.
 
-        Returns {user_id: features} for every distinct id asked for, in the order first asked.
+        Returns {user_id: features} for every distinct id asked for, in the order first asked;
+        `session_ids` names the session each decision is made in (absent: a new session).
         """
         wanted = list(dict.fromkeys(user_ids))
         found: dict[str, Mapping[str, Any]] = {}
@@ -132,7 +133,8 @@ class OnlineFeatureReader:
                 retries += 1
                 time.sleep(backoff_delay(retries, self.options.base_delay_s, self.options.max_delay_s))
                 keys = unprocessed
-        return {uid: self._features(uid, found.get(uid)) for uid in wanted}
+        sessions = session_ids or {}
+        return {uid: self._features(uid, found.get(uid), sessions.get(uid)) for uid in wanted}
 
     def sample_user_ids(self, n: int) -> list[str]:
         """Up to ``n`` distinct user ids present in the table, by a Scan that reads no more than it must.

@@ -202,7 +202,7 @@ class DecisionService:
             self.metrics.requests.labels(status="422").inc()
             return _error(422, rows)
         assert self.reader is not None
-        read = await self.reader.read(body.user_id)
+        read = await self.reader.read(body.user_id, body.session_id)
         model = self.watcher.current or model  # a promotion may have landed while the store answered
         features, status = self._features(model, read, body.user_id)
         decision = model.decide(features, rows)

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
+from offer_ai import faults
 from offer_ai.config import OnlineStoreSettings
 from offer_ai.online.client import RETRYABLE_CODES, call, error_code, make_client, missing_table
 from offer_ai.online.items import KEY_ATTRIBUTE, encode_item
@@ -175,6 +176,7 @@ def _send_requests(
             unprocessed = response.get("UnprocessedItems", {}).get(store.table, [])
             reason = f"still UnprocessedItems after {retries} retries"
         stats.written += len(requests) - len(unprocessed)
+        faults.point("online.mid_write")  # some items of the run written, others not (the fault tests)
         if not unprocessed:
             return
         if retries >= options.max_retries:
