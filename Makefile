@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SPARK_RUNTIME := $(VENV)/.spark-runtime
 DEMO_DIR ?= demo-output
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -q --durations=25
 # conf/local.yaml's online_store.endpoint_url uses this port
 DYNAMODB_PORT ?= 5055
 # the local Spark standalone cluster (conf/local-cluster.yaml's spark.master uses this port)
@@ -15,14 +15,14 @@ CLUSTER_DIR ?= .offer_ai_build/cluster
 CLUSTER_WORKERS ?= 2
 WORKER_MEMORY ?= 1g
 
-.PHONY: help venv spark-runtime test demo bench clean check-java constraints dynamodb-start dynamodb-stop dynamodb-status \
+.PHONY: help venv spark-runtime test demo bench bench-pipeline bench-freshness clean check-java constraints dynamodb-start dynamodb-stop dynamodb-status \
 	cluster-start cluster-stop cluster-status
 
 help:
 	@echo "make demo   build the venv, then run the pipeline on generated data into $(DEMO_DIR)/"
 	@echo "make test   build the venv, then run the test suite"
 	@echo "make venv   create $(VENV) (Python 3.11) with every dependency; a no-op when nothing changed"
-	@echo "make bench  run the benchmarks under bench/"
+	@echo "make bench  run the benchmarks under bench/ (make bench-pipeline, make bench-freshness: one each)"
 	@echo "make dynamodb-start / dynamodb-stop / dynamodb-status   the local DynamoDB and S3 (moto server on 127.0.0.1:$(DYNAMODB_PORT))"
 	@echo "make cluster-start / cluster-stop / cluster-status   a Spark standalone cluster on 127.0.0.1 (master :$(SPARK_MASTER_PORT), $(CLUSTER_WORKERS) workers)"
 	@echo "make clean  remove generated data (lake, demo output, build files); keeps the venv"
@@ -64,7 +64,13 @@ demo: venv
 	@bash scripts/demo.sh "$(DEMO_DIR)"
 
 bench: venv
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/*.py; do [ "$$b" = bench/benchlib.py ] && continue; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+bench-pipeline: venv
+	$(BIN)/python bench/pipeline.py
+
+bench-freshness: venv
+	$(BIN)/python bench/freshness.py
 
 constraints: venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^offer.ai' > constraints.new && \

@@ -3,7 +3,7 @@
     .venv/bin/python bench/pipeline.py                         # ~1.7 M events, nightly over 2,000 players
     .venv/bin/python bench/pipeline.py --events 200000 --users 500
 
-(a) From scratch: `--events` generated events (30,000 players, as many days as it takes) through
+(a) From scratch: `--events` generated events (a week of play by up to 30,000 players) through
     sessionize + build_features + export_features into an empty lake and a fresh local DynamoDB.
 (b) Nightly: `--users` players with 7 and with 56 days of history already loaded (each job run
     once over the history first, untimed), then one more day: sessionize --run-date +
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, JobRun, days_for, generate, log, run_job, trivial_job_seconds  # noqa: E402
+from benchlib import EVENTS_PER_USER_DAY, REPO, JobRun, days_for, generate, log, run_job, trivial_job_seconds  # noqa: E402
 
 from offer_ai.online import local_dynamodb  # noqa: E402
 
@@ -116,10 +116,12 @@ def main() -> None:
         if "tiny" not in args.skip:
             result["tiny"] = tiny(work, args.driver_memory)
         if "full" not in args.skip:
-            days = days_for(args.events, FULL_LOAD_USERS)
+            # a week of play by as many players as it takes (30,000 for the default 1.7 M events)
+            players = max(100, min(FULL_LOAD_USERS, round(args.events / (7 * EVENTS_PER_USER_DAY))))
+            days = days_for(args.events, players)
             raw = work / "raw-full"
-            truth = generate(raw, FULL_LOAD_USERS, days, args.seed)
-            log(f"from scratch: {truth['lines']:,} lines ({truth['events']:,} events), {FULL_LOAD_USERS:,} players x {days} days")
+            truth = generate(raw, players, days, args.seed)
+            log(f"from scratch: {truth['lines']:,} lines ({truth['events']:,} events), {players:,} players x {days} days")
             runs = pipeline(["--input", str(raw)], work / "lake-full", server.endpoint_url, "full", args.driver_memory)
             result["full_load"] = describe("from scratch", runs, truth["events"])
             result["full_load"]["lines"] = truth["lines"]

@@ -82,7 +82,9 @@ def refresh_online(
         previous = online_export.aligned(lake.read_or_empty(spark, paths["online_features"], schema), schema)
         if users is not None:
             previous = previous.join(users, "user_id", "left_semi")
-        compared = [c for c in current.columns if c not in ("user_id", "as_of")]
+        # a micro-batch rewrites every player it touched, so that as_of says how fresh the item is;
+        # the nightly export rewrites only changed values (a new as_of alone is not worth a write)
+        compared = [c for c in current.columns if c != "user_id" and (partial or c != "as_of")]
         now = dt.datetime.now(dt.timezone.utc)
         to_write = online_export.changed(current, previous, compared, now + dt.timedelta(days=store.ttl_days / 2))
         to_write = to_write.persist(StorageLevel.MEMORY_AND_DISK)
