@@ -178,7 +178,8 @@ STEP_LINE = re.compile(r"offer_ai INFO step (\w+): ([0-9.]+) s")
 def stop_stream(stream: subprocess.Popen) -> None:
     """SIGTERM to the driver's Python process: the micro-batch under way finishes, the summary is
     printed (a signal to the JVM above it would end it at once). Killed after 5 minutes."""
-    drivers = [p for p in psutil.Process(stream.pid).children(recursive=True) if "python" in p.name()]
+    drivers = [p for p in psutil.Process(stream.pid).children(recursive=True)  # not Spark's Python workers
+               if "python" in p.name() and any(a.endswith("jobs/sessionize.py") for a in p.cmdline())]
     for driver in drivers or [psutil.Process(stream.pid)]:
         driver.send_signal(signal.SIGTERM)
     try:

@@ -222,7 +222,9 @@ def test_a_processing_time_stream_keeps_taking_new_files_until_it_is_stopped(spa
         _wait_for(lambda: out.read_text().count("micro-batch") >= 2, process)
         # the driver's Python process is the one that stops the query cleanly (the JVM above it
         # would just exit): SIGTERM goes to it, as the README says
-        driver = next(p for p in psutil.Process(process.pid).children(recursive=True) if "python" in p.name())
+        # (by its command line: Spark's Python workers are the JVM's children too)
+        driver = next(p for p in psutil.Process(process.pid).children(recursive=True)
+                      if any(a.endswith("jobs/sessionize.py") for a in p.cmdline()) and "python" in p.name())
         driver.send_signal(signal.SIGTERM)
         assert process.wait(timeout=300) == 0, out.read_text()[-3000:]
     finally:
