@@ -175,11 +175,19 @@ def poll(client: Any, pending: dict[str, list[Session]], seen: list[tuple[float,
 STEP_LINE = re.compile(r"offer_ai INFO step (\w+): ([0-9.]+) s")
 
 
+def _runs_sessionize(process: psutil.Process) -> bool:
+    """The job's driver (not one of Spark's Python workers; a finished one may be a zombie)."""
+    try:
+        return "python" in process.name() and any(a.endswith("jobs/sessionize.py") for a in process.cmdline())
+    except psutil.Error:
+        return False
+
+
 def stop_stream(stream: subprocess.Popen) -> None:
     """SIGTERM to the driver's Python process: the micro-batch under way finishes, the summary is
     printed (a signal to the JVM above it would end it at once). Killed after 5 minutes."""
     drivers = [p for p in psutil.Process(stream.pid).children(recursive=True)  # not Spark's Python workers
-               if "python" in p.name() and any(a.endswith("jobs/sessionize.py") for a in p.cmdline())]
+               if _runs_sessionize(p)]
     for driver in drivers or [psutil.Process(stream.pid)]:
         driver.send_signal(signal.SIGTERM)
     try:

@@ -224,7 +224,7 @@ def test_a_processing_time_stream_keeps_taking_new_files_until_it_is_stopped(spa
         # would just exit): SIGTERM goes to it, as the README says
         # (by its command line: Spark's Python workers are the JVM's children too)
         driver = next(p for p in psutil.Process(process.pid).children(recursive=True)
-                      if any(a.endswith("jobs/sessionize.py") for a in p.cmdline()) and "python" in p.name())
+                      if _runs_sessionize(p))
         driver.send_signal(signal.SIGTERM)
         assert process.wait(timeout=300) == 0, out.read_text()[-3000:]
     finally:
@@ -235,6 +235,14 @@ def test_a_processing_time_stream_keeps_taking_new_files_until_it_is_stopped(spa
     assert summary["items_written"] >= len(_items(store)) > 0
     _batch_reference(raw, tmp_path / "reference")
     _assert_same_tables(spark, lake, tmp_path / "reference")
+
+
+def _runs_sessionize(process: psutil.Process) -> bool:
+    """The job's driver (not one of Spark's Python workers; a finished one may be a zombie)."""
+    try:
+        return "python" in process.name() and any(a.endswith("jobs/sessionize.py") for a in process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def _wait_for(condition, process, timeout: float = 300) -> None:
