@@ -32,7 +32,6 @@ AS_OF_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'"
 
 #: The commit metadata key that records the ingest time of the newest event the snapshot has seen.
 EVENTS_THROUGH = "online_events_through"
-LINEAGE = ("written_at", "expires_at")
 
 
 def snapshot_schema(current: StructType) -> StructType:
