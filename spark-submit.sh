@@ -7,6 +7,7 @@
 # (scripts/spark_runtime.py).
 #   ./spark-submit.sh [spark-submit options] jobs/<job>.py [job options]
 # OFFER_AI_CDS=off runs without the archive; dump:<file> writes one at exit (spark_runtime.py).
+# OFFER_AI_JIT=quick (C1 only) for short jobs on small data, peak (default) for long or big ones.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -103,13 +104,23 @@ if [[ -z "$master" || "$master" == local* || "$master" =~ $loopback_cluster ]]; 
   local_opts=(--conf spark.driver.host=127.0.0.1 --conf spark.driver.bindAddress=127.0.0.1
               --conf spark.ui.showConsoleProgress=false)
   if [[ -z "$master" || "$master" == local* ]]; then local_opts+=(--conf spark.ui.enabled=false); fi
+  # = offer_ai.spark.driver_java_options (tests/test_spark_runtime.py checks it): the parallel
+  # collector, which spends less CPU than G1 on a few cores, and with OFFER_AI_JIT=quick the
+  # C1 compiler only, for short jobs on small data (bench/README.md has the figures).
+  jvm="-XX:+UseParallelGC"
+  case "${OFFER_AI_JIT:-peak}" in
+    quick) jvm="$jvm -XX:TieredStopAtLevel=1" ;;
+    peak) ;;
+    *) echo "spark-submit.sh: OFFER_AI_JIT must be 'quick' or 'peak' (got '${OFFER_AI_JIT}')." >&2; exit 2 ;;
+  esac
   archive="$spark_home/offer-ai-cds/classes.jsa"
   cds="${OFFER_AI_CDS:-auto}"
   if [[ "$cds" == dump:* ]]; then
-    local_opts+=(--conf "spark.driver.extraJavaOptions=-XX:ArchiveClassesAtExit=${cds#dump:} -Xlog:cds=off -Xlog:cds+dynamic=off")
+    jvm="$jvm -XX:ArchiveClassesAtExit=${cds#dump:} -Xlog:cds=off -Xlog:cds+dynamic=off"
   elif [[ "$cds" != off && ${#packages[@]} -eq 0 && -f "$archive" ]]; then
-    local_opts+=(--conf "spark.driver.extraJavaOptions=-XX:SharedArchiveFile=$archive -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off")
+    jvm="$jvm -XX:SharedArchiveFile=$archive -Xshare:auto -Xlog:cds=off -Xlog:cds+dynamic=off"
   fi
+  local_opts+=(--conf "spark.driver.extraJavaOptions=$jvm")
 fi
 
 exec "$submit" \

@@ -93,13 +93,13 @@ def run_job(job: str, args: list[str], spark_options: list[str] | None = None,
     return JobRun(name, summary, round(seconds, 2), round(peak[0] / 2**20), summary.get("steps", {}))
 
 
-def trivial_job_seconds(repeat: int = 3) -> float:
+def trivial_job_seconds(repeat: int = 3, env: dict[str, str] | None = None) -> float:
     """The floor: `spark.range(10).count()` through ./spark-submit.sh (best of `repeat`)."""
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "trivial.py"
         script.write_text("from pyspark.sql import SparkSession\n"
                           "print(SparkSession.builder.getOrCreate().range(10).count())\n")
-        return min(run_job(str(script), []).seconds for _ in range(repeat))
+        return min(run_job(str(script), [], env=env).seconds for _ in range(repeat))
 
 
 def log(message: str) -> None:

@@ -250,3 +250,13 @@ def test_a_param_carrying_a_shell_command_reaches_the_job_as_one_word_and_runs_n
     done = subprocess.run(["bash", "-c", rendered], capture_output=True, text=True, timeout=30)
     assert done.returncode == 127  # no program named "./py; touch ...": nothing ran
     assert list(tmp_path.glob("pwned*")) == []
+
+
+def test_the_spark_tasks_start_a_quick_jvm_and_keep_the_workers_environment(dag):
+    """A night's jobs are short: spark-submit.sh reads OFFER_AI_JIT=quick (C1 only) from the task's
+    environment, added to the worker's (PATH, AWS_* ...) rather than replacing it."""
+    for task_id in ("sessionize", "build_features", "export_features"):
+        task = dag.get_task(task_id)
+        assert task.env == {"OFFER_AI_JIT": "quick"}, task_id
+        assert task.append_env is True, task_id
+    assert dag.get_task("train_sagemaker").env is None  # not a Spark job
