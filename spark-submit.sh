@@ -104,7 +104,7 @@ if [[ -z "$master" || "$master" == local* || "$master" =~ $loopback_cluster ]]; 
   local_opts=(--conf spark.driver.host=127.0.0.1 --conf spark.driver.bindAddress=127.0.0.1
               --conf spark.ui.showConsoleProgress=false)
   if [[ -z "$master" || "$master" == local* ]]; then local_opts+=(--conf spark.ui.enabled=false); fi
-  # = offer_ai.spark.driver_java_options (tests/test_spark_runtime.py checks it): the parallel
+  # = offer_ai.spark.driver_java_options (tests/test_driver_jvm.py checks it): the parallel
   # collector, which spends less CPU than G1 on a few cores, and with OFFER_AI_JIT=quick the
   # C1 compiler only, for short jobs on small data (bench/README.md has the figures).
   jvm="-XX:+UseParallelGC"
